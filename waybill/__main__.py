@@ -1,0 +1,3 @@
+from waybill.cli import main
+
+raise SystemExit(main())

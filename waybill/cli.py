@@ -1,0 +1,103 @@
+"""`waybill …`: the command line for the embedded cluster, migrations, demo data and the stack."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from waybill.cluster import Cluster, ClusterError
+from waybill.settings import Settings, get_settings
+
+
+def embedded(settings: Settings) -> Cluster:
+    return Cluster(settings.data_dir, settings.db_name, settings.pg_bin)
+
+
+def owner_url(settings: Settings, *, start: bool = False) -> str:
+    """The owner's URL: DATABASE_URL when given, else the embedded cluster's (started on request)."""
+    if settings.database_url:
+        return settings.database_url
+    cluster = embedded(settings)
+    if start:
+        cluster.start()
+    elif not cluster.running():
+        raise ClusterError("the embedded cluster is not running: `waybill db start` first")
+    return cluster.url()
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.database_url and args.action != "url":
+        print("DATABASE_URL is set: the embedded cluster is not used.", file=sys.stderr)
+        return 2
+    if args.action == "url":
+        print(owner_url(settings))
+        return 0
+    cluster = embedded(settings)
+    if args.action == "start":
+        cluster.start()
+        print(f"running: {cluster.url()}")
+    elif args.action == "stop":
+        cluster.stop()
+        print("stopped")
+    elif args.action == "status":
+        up = cluster.running()
+        print(f"{'running' if up else 'stopped'}: data directory {cluster.data_dir}")
+        return 0 if up else 3
+    elif args.action == "psql":
+        url = owner_url(settings)
+        os.execvp("psql", ["psql", url, *args.extra])
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from waybill import migrate
+
+    url = owner_url(settings, start=not settings.database_url)
+    if args.rollback_all:
+        n = migrate.rollback_all(url)
+        print(f"rolled back {n} migration(s)")
+    else:
+        n = migrate.apply(url)
+        print(f"applied {n} migration(s)")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
+    from waybill import seed
+
+    url = owner_url(settings)
+    report = seed.seed(url, orders=args.orders, agents=args.agents, seed=args.seed)
+    print(report)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="waybill", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("db", help="the embedded PostgreSQL cluster")
+    p.add_argument("action", choices=["start", "stop", "status", "psql", "url"])
+    p.add_argument("extra", nargs=argparse.REMAINDER, help="arguments passed to psql")
+    p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("migrate", help="apply pending migrations (or roll all back)")
+    p.add_argument("--rollback-all", action="store_true")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("seed", help="load realistic demo data (set-based SQL)")
+    p.add_argument("--orders", type=int, default=2000)
+    p.add_argument("--agents", type=int, default=50)
+    p.add_argument("--seed", type=float, default=0.42, help="random seed in [-1, 1]")
+    p.set_defaults(func=cmd_seed)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args, get_settings())
+    except ClusterError as exc:
+        print(f"waybill: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
