@@ -72,6 +72,12 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
+    from waybill import testing
+
+    return testing.run_all(args.pytest_args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="waybill", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,7 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=float, default=0.42, help="random seed in [-1, 1]")
     p.set_defaults(func=cmd_seed)
 
-    args = parser.parse_args(argv)
+    p = sub.add_parser("test", help="the whole suite: pgTAP via pg_prove, then pytest")
+    p.set_defaults(func=cmd_test)
+
+    # Unknown arguments after `test` go to pytest (e.g. `waybill test -x -k race`).
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "test":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.pytest_args = extra
     try:
         return args.func(args, get_settings())
     except ClusterError as exc:

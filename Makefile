@@ -1,0 +1,30 @@
+# Waybill: `make run` brings the stack up, `make test` runs the whole suite. Both install what is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+WAYBILL := $(VENV)/bin/waybill
+STAMP := $(VENV)/.installed
+
+.PHONY: run test deps lint explain bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+deps: $(STAMP)
+
+run: deps
+	$(WAYBILL) run
+
+test: deps
+	$(WAYBILL) test
+
+lint: deps
+	$(VENV)/bin/ruff check waybill tests bench
+	$(VENV)/bin/ruff format --check waybill tests bench
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,180 @@
+-- =================================================================================================
+-- 120 Wallets and the double-entry ledger
+-- Entries are signed minor units; every ledger transaction sums to zero, checked at COMMIT by a
+-- deferred constraint trigger, so no code path can commit an unbalanced transaction. Entries are
+-- append-only. A wallet's balance is the sum of its entries (core.wallet_balances).
+-- =================================================================================================
+
+create table core.wallets (
+    id          bigint generated always as identity,
+    kind        text not null,
+    seller_id   bigint,
+    currency    text not null,
+    created_at  timestamptz not null default now(),
+    constraint wallets_pkey primary key (id),
+    constraint wallets_seller_id_fkey foreign key (seller_id) references core.sellers (id),
+    constraint wallets_kind_check check (kind in ('SELLER', 'PLATFORM_FEES', 'PAYMENT_CLEARING')),
+    constraint wallets_seller_only_for_seller_kind_check check ((kind = 'SELLER') = (seller_id is not null)),
+    constraint wallets_currency_format_check check (currency ~ '^[A-Z]{3}$'),
+    -- One wallet per owner and currency; NULLS NOT DISTINCT makes the platform wallets unique too.
+    constraint wallets_kind_seller_id_currency_key unique nulls not distinct (kind, seller_id, currency)
+);
+alter table core.wallets enable row level security;
+comment on table core.wallets is 'Accounts of the ledger: one per seller and currency, plus the platform''s fee and clearing wallets.';
+comment on column core.wallets.kind is 'SELLER (seller earnings), PLATFORM_FEES (platform revenue), PAYMENT_CLEARING (money received from customers).';
+
+create table core.ledger_transactions (
+    id          bigint generated always as identity,
+    kind        text not null,
+    currency    text not null,
+    payment_id  bigint,
+    refund_id   bigint,
+    created_at  timestamptz not null default now(),
+    constraint ledger_transactions_pkey primary key (id),
+    constraint ledger_transactions_kind_check check (kind in ('CAPTURE', 'REFUND')),
+    constraint ledger_transactions_currency_format_check check (currency ~ '^[A-Z]{3}$')
+);
+alter table core.ledger_transactions enable row level security;
+comment on table core.ledger_transactions is 'One money movement; its entries sum to zero.';
+
+create table core.ledger_entries (
+    id              bigint generated always as identity,
+    transaction_id  bigint not null,
+    wallet_id       bigint not null,
+    amount          bigint not null,
+    created_at      timestamptz not null default now(),
+    constraint ledger_entries_pkey primary key (id),
+    constraint ledger_entries_transaction_id_fkey foreign key (transaction_id) references core.ledger_transactions (id),
+    constraint ledger_entries_wallet_id_fkey foreign key (wallet_id) references core.wallets (id),
+    constraint ledger_entries_amount_not_zero_check check (amount <> 0)
+);
+alter table core.ledger_entries enable row level security;
+comment on table core.ledger_entries is 'Signed postings (minor units) of a ledger transaction to one wallet; append-only.';
+comment on column core.ledger_entries.amount is 'Positive credits the wallet, negative debits it.';
+
+create index ledger_entries_transaction_id_idx on core.ledger_entries (transaction_id);
+comment on index core.ledger_entries_transaction_id_idx is 'Serves the balance check at commit (sum of one transaction''s entries) and the FK.';
+
+create function core.tg_ledger_entries__check_balance()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+-- Deferred to COMMIT: the entries of new.transaction_id must sum to zero, in the transaction's currency.
+-- A violation is logged as ledger_invariant_violated (the log line survives the rollback) and raised.
+declare
+    v_sum bigint;
+    v_currency text;
+    v_foreign integer;
+begin
+    select lt.currency into v_currency from core.ledger_transactions lt where lt.id = new.transaction_id;
+    select coalesce(sum(e.amount), 0), count(*) filter (where w.currency <> v_currency)
+      into v_sum, v_foreign
+      from core.ledger_entries e
+      join core.wallets w on w.id = e.wallet_id
+     where e.transaction_id = new.transaction_id;
+    if v_sum <> 0 or v_foreign > 0 then
+        perform ops.log_event('ledger_invariant_violated', 'error',
+            jsonb_build_object('transaction_id', new.transaction_id, 'sum', v_sum,
+                               'foreign_currency_entries', v_foreign),
+            'LEDGER_UNBALANCED');
+        perform ops.raise_error('LEDGER_UNBALANCED', new.transaction_id::text,
+            format('sum %s, %s entries in another currency', v_sum, v_foreign));
+    end if;
+    return null;
+end
+$$;
+comment on function core.tg_ledger_entries__check_balance() is
+    'Constraint trigger (deferred): a ledger transaction''s entries sum to zero in one currency.';
+
+create constraint trigger _100_check_balance
+    after insert on core.ledger_entries
+    deferrable initially deferred
+    for each row execute function core.tg_ledger_entries__check_balance();
+comment on trigger _100_check_balance on core.ledger_entries is
+    'Checks at COMMIT that every ledger transaction balances.';
+
+create function core.tg_ledger_entries__append_only()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+-- Ledger entries are never updated, deleted or truncated: corrections are new transactions.
+begin
+    perform ops.raise_error('LEDGER_IMMUTABLE');
+    return null;
+end
+$$;
+comment on function core.tg_ledger_entries__append_only() is 'Trigger: refuses UPDATE, DELETE and TRUNCATE of ledger rows.';
+
+create trigger _010_append_only
+    before update or delete on core.ledger_entries
+    for each row execute function core.tg_ledger_entries__append_only();
+comment on trigger _010_append_only on core.ledger_entries is 'Ledger entries are append-only.';
+
+create trigger _011_append_only_truncate
+    before truncate on core.ledger_entries
+    for each statement execute function core.tg_ledger_entries__append_only();
+comment on trigger _011_append_only_truncate on core.ledger_entries is 'Ledger entries are never truncated.';
+
+create function core.wallet_for(p_kind text, p_seller_id bigint, p_currency text)
+returns bigint
+language plpgsql
+volatile
+set search_path = ''
+as $$
+-- The wallet of (kind, seller, currency), created on first use (race-safe via ON CONFLICT).
+declare
+    v_id bigint;
+begin
+    select w.id into v_id from core.wallets w
+     where w.kind = p_kind and w.seller_id is not distinct from p_seller_id and w.currency = p_currency;
+    if v_id is null then
+        insert into core.wallets (kind, seller_id, currency) values (p_kind, p_seller_id, p_currency)
+        on conflict on constraint wallets_kind_seller_id_currency_key do nothing
+        returning id into v_id;
+        if v_id is null then
+            select w.id into v_id from core.wallets w
+             where w.kind = p_kind and w.seller_id is not distinct from p_seller_id and w.currency = p_currency;
+        end if;
+    end if;
+    return v_id;
+end
+$$;
+comment on function core.wallet_for(text, bigint, text) is 'The wallet for an owner and currency, created on first use.';
+
+create function core.post_ledger(
+    p_kind text, p_currency text, p_payment_id bigint, p_refund_id bigint,
+    p_wallet_ids bigint[], p_amounts bigint[], p_now timestamptz default null
+)
+returns bigint
+language plpgsql
+volatile
+set search_path = ''
+as $$
+-- Write one ledger transaction with entries (wallet_ids[i], amounts[i]); zero amounts are skipped.
+-- The balance is enforced at COMMIT by the constraint trigger, not trusted here.
+declare
+    v_tx bigint;
+    v_now timestamptz := coalesce(p_now, now());
+begin
+    insert into core.ledger_transactions (kind, currency, payment_id, refund_id, created_at)
+    values (p_kind, p_currency, p_payment_id, p_refund_id, v_now)
+    returning id into v_tx;
+    insert into core.ledger_entries (transaction_id, wallet_id, amount, created_at)
+    select v_tx, w, a, v_now
+      from unnest(p_wallet_ids, p_amounts) as u (w, a)
+     where a <> 0;
+    return v_tx;
+end
+$$;
+comment on function core.post_ledger(text, text, bigint, bigint, bigint[], bigint[], timestamptz) is
+    'Write one ledger transaction and its entries; the deferred trigger checks it balances.';
+
+create view core.wallet_balances
+with (security_invoker = true)
+as
+select w.id as wallet_id, w.kind, w.seller_id, w.currency,
+       coalesce((select sum(e.amount) from core.ledger_entries e where e.wallet_id = w.id), 0)::bigint as balance
+  from core.wallets w;
+comment on view core.wallet_balances is 'Each wallet''s balance, derived from its ledger entries.';

@@ -1,0 +1,65 @@
+"""The one place that turns PostgreSQL errors into Waybill's registered errors.
+
+Business rules raise SQLSTATE 'PGRST' with a JSON message {code, message, details, hint} and a JSON
+detail {status, headers} (see sql/050_ops_errors.sql); errors PostgreSQL raises itself keep their
+SQLSTATE and map to the registry rows that document them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import psycopg
+
+# SQLSTATE -> registry code for errors PostgreSQL raises itself (mirrors ops.error_codes).
+NATIVE_CODES = {
+    "23505": "UNIQUE_VIOLATION",
+    "23503": "FOREIGN_KEY_VIOLATION",
+    "23514": "CHECK_VIOLATION",
+    "23502": "NOT_NULL_VIOLATION",
+    "42501": "INSUFFICIENT_PRIVILEGE",
+    "40001": "SERIALIZATION_FAILURE",
+}
+
+
+@dataclass(frozen=True)
+class WaybillError(Exception):
+    code: str
+    message: str
+    sqlstate: str
+    http_status: int | None = None
+    details: str | None = None
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+def from_psycopg(exc: psycopg.Error) -> WaybillError:
+    """The registered error behind a psycopg exception (code UNKNOWN_<sqlstate> if unregistered)."""
+    diag = exc.diag
+    sqlstate = diag.sqlstate or ""
+    primary = diag.message_primary or str(exc)
+    if sqlstate == "PGRST":
+        body = json.loads(primary)
+        status = json.loads(diag.message_detail or "{}").get("status")
+        return WaybillError(
+            code=body["code"],
+            message=body["message"],
+            sqlstate=sqlstate,
+            http_status=status,
+            details=body.get("details"),
+            hint=body.get("hint"),
+        )
+    return WaybillError(
+        code=NATIVE_CODES.get(sqlstate, f"UNKNOWN_{sqlstate}"),
+        message=primary,
+        sqlstate=sqlstate,
+        details=diag.message_detail,
+        hint=diag.message_hint,
+    )
+
+
+def error_code(exc: psycopg.Error) -> str:
+    return from_psycopg(exc).code
