@@ -206,9 +206,12 @@ class Cluster:
             self.user.run(
                 [
                     str(self.pg_bin / "initdb"),
-                    "-D", str(self.pgdata),
-                    "-U", SUPERUSER,
-                    "-E", "UTF8",
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    SUPERUSER,
+                    "-E",
+                    "UTF8",
                     "--locale=C.UTF-8",
                     "--auth-local=trust",  # the socket lives in pgdata (0700): only its owner and root reach it
                     "--auth-host=scram-sha-256",
@@ -268,9 +271,13 @@ class Cluster:
             r = self.user.run(
                 [
                     str(self.pg_bin / "pg_ctl"),
-                    "-D", str(self.pgdata),
-                    "-l", str(self.pgdata / "startup.log"),
-                    "-w", "-t", "60",
+                    "-D",
+                    str(self.pgdata),
+                    "-l",
+                    str(self.pgdata / "startup.log"),
+                    "-w",
+                    "-t",
+                    "60",
                     "start",
                 ],
                 capture_output=True,

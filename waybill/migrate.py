@@ -5,6 +5,8 @@ Both build the same database; tests/test_migrations.py proves it by comparing no
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -25,11 +27,22 @@ def _yoyo_url(url: str) -> str:
     return url
 
 
+@contextmanager
+def _backend(url: str) -> Iterator:
+    """A yoyo backend holding its migration lock; its connection is closed on exit (a lingering
+    session would block CREATE DATABASE … TEMPLATE on this database)."""
+    backend = get_backend(_yoyo_url(url))
+    try:
+        with backend.lock():
+            yield backend
+    finally:
+        backend.connection.close()
+
+
 def apply(url: str) -> int:
     """Apply every pending migration (then post-apply). Returns how many were applied."""
-    backend = get_backend(_yoyo_url(url))
     migrations = read_migrations(str(MIGRATIONS_DIR))
-    with backend.lock():
+    with _backend(url) as backend:
         pending = backend.to_apply(migrations)
         backend.apply_migrations(pending)
         if not pending:  # yoyo runs post-apply only after applying something
@@ -39,9 +52,8 @@ def apply(url: str) -> int:
 
 def rollback_all(url: str) -> int:
     """Roll back every applied migration, newest first. Returns how many."""
-    backend = get_backend(_yoyo_url(url))
     migrations = read_migrations(str(MIGRATIONS_DIR))
-    with backend.lock():
+    with _backend(url) as backend:
         applied = backend.to_rollback(migrations)
         backend.rollback_migrations(applied)
     return len(applied)

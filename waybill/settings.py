@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     api_port: int = 3000
     api_admin_port: int = 3001
     jwt_secret: str | None = Field(
-        default=None, description="HS256 secret (>= 32 chars); generated per data directory if unset."
+        default=None,
+        description="HS256 secret (>= 32 chars); generated per data directory if unset.",
     )
     log_level: str = "info"
     slow_query_ms: float = 500.0

@@ -27,15 +27,19 @@ PGTAP_DIR = PROJECT_ROOT / "pgtap"
 
 @contextlib.contextmanager
 def test_cluster() -> Iterator[Cluster]:
-    """The cluster named by WAYBILL_TEST_DATA_DIR (left running), or a temporary one (destroyed)."""
+    """The cluster named by WAYBILL_TEST_DATA_DIR (left running), or a temporary one (destroyed).
+
+    Its main database is `waybill`, where pg_cron lives: the pg_cron launcher stays connected
+    there, so it must not be the template that tests clone.
+    """
     reuse = os.environ.get("WAYBILL_TEST_DATA_DIR")
     if reuse:
-        cluster = Cluster(Path(reuse), db_name=TEMPLATE_DB)
+        cluster = Cluster(Path(reuse))
         cluster.start()
         yield cluster
         return
     data_dir = Path(tempfile.mkdtemp(prefix="waybill-test-"))
-    cluster = Cluster(data_dir, db_name=TEMPLATE_DB)
+    cluster = Cluster(data_dir)
     try:
         cluster.start()
         yield cluster
@@ -75,7 +79,10 @@ def run_pgtap(cluster: Cluster, files: list[str] | None = None) -> int:
 def run_all(pytest_args: list[str]) -> int:
     """`make test`: pgTAP through pg_prove, then pytest, on one throw-away cluster."""
     if not shutil.which("pg_prove"):
-        print("pg_prove missing: apt-get install libtap-parser-sourcehandler-pgtap-perl", file=sys.stderr)
+        print(
+            "pg_prove missing: apt-get install libtap-parser-sourcehandler-pgtap-perl",
+            file=sys.stderr,
+        )
         return 1
     with test_cluster() as cluster:
         build_template(cluster)
