@@ -213,7 +213,8 @@ class Cluster:
                     "-E",
                     "UTF8",
                     "--locale=C.UTF-8",
-                    "--auth-local=trust",  # the socket lives in pgdata (0700): only its owner and root reach it
+                    # The socket lives in pgdata (0700): only its owner and root reach it.
+                    "--auth-local=trust",
                     "--auth-host=scram-sha-256",
                     f"--pwfile={pwfile}",
                 ],
