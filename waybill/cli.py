@@ -72,6 +72,12 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from waybill.stack import Stack
+
+    return Stack(settings).run()
+
+
 def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
     from waybill import testing
 
@@ -96,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--agents", type=int, default=50)
     p.add_argument("--seed", type=float, default=0.42, help="random seed in [-1, 1]")
     p.set_defaults(func=cmd_seed)
+
+    p = sub.add_parser("run", help="the whole stack in the foreground (make run); Ctrl-C stops it")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("test", help="the whole suite: pgTAP via pg_prove, then pytest")
     p.set_defaults(func=cmd_test)
