@@ -72,6 +72,20 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_errors_doc(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
+    from waybill.errors import registry_markdown
+    from waybill.settings import PROJECT_ROOT
+
+    with psycopg.connect(owner_url(settings)) as conn:
+        text = registry_markdown(conn)
+    path = PROJECT_ROOT / "docs" / "errors.md"
+    path.write_text(text)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from waybill.stack import Stack
 
@@ -102,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--agents", type=int, default=50)
     p.add_argument("--seed", type=float, default=0.42, help="random seed in [-1, 1]")
     p.set_defaults(func=cmd_seed)
+
+    p = sub.add_parser("errors-doc", help="write docs/errors.md from the error registry")
+    p.set_defaults(func=cmd_errors_doc)
 
     p = sub.add_parser("run", help="the whole stack in the foreground (make run); Ctrl-C stops it")
     p.set_defaults(func=cmd_run)

@@ -63,3 +63,31 @@ def from_psycopg(exc: psycopg.Error) -> WaybillError:
 
 def error_code(exc: psycopg.Error) -> str:
     return from_psycopg(exc).code
+
+
+REGISTRY_QUERY = """
+    select code, sqlstate, http_status, retryable, message, coalesce(hint, '')
+      from ops.error_codes order by http_status, code
+"""
+
+
+def registry_markdown(conn: psycopg.Connection) -> str:
+    """docs/errors.md, rendered from ops.error_codes (tests keep the committed file equal to it)."""
+    rows = conn.execute(REGISTRY_QUERY).fetchall()
+    out = [
+        "# Error registry",
+        "",
+        "Generated from `ops.error_codes` by `waybill errors-doc`; `tests/test_errors_doc.py` keeps this",
+        "file equal to the table. Business rules raise through `ops.raise_error(code, args…)`: SQLSTATE",
+        "`PGRST`, message `{code, message, details, hint}` (JSON), detail `{status, headers}` (JSON), so",
+        "PostgREST answers that HTTP status with that body. Rows with another SQLSTATE are errors",
+        "PostgreSQL raises itself, listed with the status PostgREST gives them. Retryable: the same call",
+        "may succeed later unchanged (a 503 carries `Retry-After`).",
+        "",
+        "| code | HTTP | SQLSTATE | retryable | message | hint |",
+        "|---|---|---|---|---|---|",
+    ]
+    for code, sqlstate, status, retryable, message, hint in rows:
+        cells = [f"`{code}`", str(status), f"`{sqlstate}`", "yes" if retryable else "no", message, hint]
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(out) + "\n"

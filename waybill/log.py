@@ -1,0 +1,92 @@
+"""Structured logs: one LogEntry shape for every component, JSON lines on stderr.
+
+The database writes the same shape (ops.log_event, sql/060_ops_log.sql) into its jsonlog.
+Event names are `domain_action_status`; docs/events.md lists the ones that matter and when they fire.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import psycopg
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+EVENT_NAME = r"^[a-z][a-z0-9]*(_[a-z0-9]+){2,}$"
+Level = Literal["debug", "info", "warn", "error", "critical"]
+
+
+class LogEntry(BaseModel):
+    """The one shape of a log line; extra keys are the event's context."""
+
+    model_config = ConfigDict(extra="allow")
+
+    ts: datetime
+    level: Level
+    event: str = Field(pattern=EVENT_NAME)
+    service: str
+    request_id: str | None = None
+    duration_ms: float | None = None
+    error_code: str | None = None
+
+
+_LEVELS = {"warning": "warn", "exception": "error"}
+
+
+def _shape(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: fill the LogEntry fields, validate, and order the keys."""
+    event_dict.setdefault("ts", datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"))
+    level = event_dict.pop("level", method)
+    event_dict["level"] = _LEVELS.get(level, level)
+    for key in ("request_id", "duration_ms", "error_code"):
+        event_dict.setdefault(key, None)
+    entry = LogEntry.model_validate(event_dict)
+    return entry.model_dump(mode="json")
+
+
+def configure(service: str, level: str = "info") -> None:
+    """JSON lines on stderr for this process; `service` names the component in every line."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            lambda _l, _m, d: {"service": service, **d},
+            _shape,
+            structlog.processors.JSONRenderer(sort_keys=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(**context: Any) -> structlog.typing.FilteringBoundLogger:
+    return structlog.get_logger(**context)
+
+
+class TimedCursor(psycopg.Cursor):
+    """A cursor that logs `db_query_slow` (warn) when a statement takes longer than the threshold.
+
+    Use with `psycopg.connect(..., cursor_factory=TimedCursor)`; the threshold is
+    WAYBILL_SLOW_QUERY_MS (500 ms, the plan's application-level slow-query warning).
+    """
+
+    slow_ms: float = 500.0
+
+    def execute(self, query, params=None, *, prepare=None, binary=None):  # type: ignore[override]
+        start = time.perf_counter()
+        try:
+            return super().execute(query, params, prepare=prepare, binary=binary)
+        finally:
+            elapsed_ms = (time.perf_counter() - start) * 1000
+            if elapsed_ms > self.slow_ms:
+                text = query if isinstance(query, str) else repr(query)
+                get_logger().warning(
+                    "db_query_slow",
+                    duration_ms=round(elapsed_ms, 3),
+                    threshold_ms=self.slow_ms,
+                    query=text[:300],
+                )
