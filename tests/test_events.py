@@ -86,16 +86,13 @@ def test_ledger_invariant_violated_survives_rollback(cluster: Cluster, conn: psy
     p = party(conn)
     rid = _tag(conn)
     wallet = one(conn, "select core.wallet_for('SELLER', %s, 'EUR')", [p["seller"]])[0]
-    with pytest.raises(psycopg.Error) as info:
-        with conn.transaction():
-            tx = one(
-                conn,
-                "insert into core.ledger_transactions (kind, currency) values ('CAPTURE', 'EUR') returning id",
-            )[0]
-            conn.execute(
-                "insert into core.ledger_entries (transaction_id, wallet_id, amount) values (%s, %s, 7)",
-                [tx, wallet],
-            )
+    new_tx = "insert into core.ledger_transactions (kind, currency) values ('CAPTURE', 'EUR') returning id"
+    with pytest.raises(psycopg.Error) as info, conn.transaction():
+        tx = one(conn, new_tx)[0]
+        conn.execute(
+            "insert into core.ledger_entries (transaction_id, wallet_id, amount) values (%s, %s, 7)",
+            [tx, wallet],
+        )
     assert error_code(info.value) == "LEDGER_UNBALANCED"
     assert one(conn, "select count(*) from core.ledger_transactions where id = %s", [tx])[0] == 0
     line = _find(cluster.log_file(), "ledger_invariant_violated", rid)
