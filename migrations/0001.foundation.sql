@@ -709,7 +709,8 @@ create function core.set_order_status(
     p_to text,
     p_actor text default null,
     p_expected_version integer default null,
-    p_now timestamptz default null
+    p_now timestamptz default null,
+    p_from text[] default null
 )
 returns core.orders
 language plpgsql
@@ -719,7 +720,9 @@ as $$
 -- Optimistic status change: UPDATE only if status and version are still what we read. A concurrent
 -- change makes the UPDATE match nothing (READ COMMITTED re-checks the WHERE on the newest row), so we
 -- re-read and retry: 3 attempts, backoff 10 ms then 20 ms (x 0.5-1.5 jitter), then a registered
--- conflict. p_expected_version lets a client insist on the version it saw (no retry then).
+-- conflict. p_expected_version lets a client insist on the version it saw (no retry then);
+-- p_from restricts the statuses this action may start from (confirm: PENDING only), checked again
+-- on every re-read, since the machine alone allows e.g. SHIPPED -> CONFIRMED after a failed delivery.
 declare
     v_order core.orders;
     v_now timestamptz := coalesce(p_now, now());
@@ -737,7 +740,8 @@ begin
                 'ORDER_STATUS_CONFLICT');
             perform ops.raise_error('ORDER_STATUS_CONFLICT', p_order_id::text, '1');
         end if;
-        if not core.transition_allowed('order', v_order.status, p_to) then
+        if not core.transition_allowed('order', v_order.status, p_to)
+           or (p_from is not null and v_order.status <> all (p_from)) then
             perform ops.raise_error('ORDER_INVALID_TRANSITION', p_order_id::text, v_order.status, p_to);
         end if;
 
@@ -765,7 +769,7 @@ begin
     return null;
 end
 $$;
-comment on function core.set_order_status(bigint, text, text, integer, timestamptz) is
+comment on function core.set_order_status(bigint, text, text, integer, timestamptz, text[]) is
     'Move an order to p_to with optimistic locking (3 attempts, exponential backoff), or raise a registered error.';
 
 -- ---- from sql/140_core_payments.sql at landing ----
@@ -1344,7 +1348,7 @@ declare
     v_now timestamptz := coalesce(p_now, now());
 begin
     -- FOR SHARE: the order cannot be cancelled under us; concurrent offers still race on the
-    -- partial unique index, which turns the loser into a 409.
+    -- partial unique index, whose violation we turn into ASSIGNMENT_ALREADY_LIVE (409).
     select * into v_order from core.orders o where o.id = p_order_id for share;
     if not found then
         perform ops.raise_error('ORDER_NOT_FOUND', coalesce(p_order_id::text, 'null'));
@@ -1363,10 +1367,15 @@ begin
                     where d.status = 'ACTIVE' and d.serviceable_zip_codes @> array[v_order.ship_to_zip]) then
         perform ops.raise_error('ASSIGNMENT_NO_AGENT_FOR_ZIP', v_order.ship_to_zip);
     end if;
-    insert into core.shipping_assignments (order_id, zip_code, sla_due_at, status_changed_by, created_at, updated_at)
-    values (p_order_id, v_order.ship_to_zip, coalesce(p_sla_due_at, v_now + interval '48 hours'),
-            coalesce(p_actor, auth.actor()), v_now, v_now)
-    returning * into v_assignment;
+    begin
+        insert into core.shipping_assignments (order_id, zip_code, sla_due_at, status_changed_by, created_at, updated_at)
+        values (p_order_id, v_order.ship_to_zip, coalesce(p_sla_due_at, v_now + interval '48 hours'),
+                coalesce(p_actor, auth.actor()), v_now, v_now)
+        returning * into v_assignment;
+    exception when unique_violation then
+        -- A concurrent offer for the same order committed between our check and our insert.
+        perform ops.raise_error('ASSIGNMENT_ALREADY_LIVE', p_order_id::text);
+    end;
     return v_assignment;
 end
 $$;
@@ -1502,11 +1511,11 @@ begin
     returning * into v_assignment;
 
     if p_to = 'PICKED_UP' then
-        perform core.set_order_status(v_assignment.order_id, 'SHIPPED', v_actor, null, v_now);
+        perform core.set_order_status(v_assignment.order_id, 'SHIPPED', v_actor, null, v_now, array['CONFIRMED']);
     elsif p_to = 'DELIVERED' then
-        perform core.set_order_status(v_assignment.order_id, 'DELIVERED', v_actor, null, v_now);
+        perform core.set_order_status(v_assignment.order_id, 'DELIVERED', v_actor, null, v_now, array['SHIPPED']);
     elsif p_to = 'FAILED' and v_order_status = 'SHIPPED' then
-        perform core.set_order_status(v_assignment.order_id, 'CONFIRMED', v_actor, null, v_now);
+        perform core.set_order_status(v_assignment.order_id, 'CONFIRMED', v_actor, null, v_now, array['SHIPPED']);
     end if;
     return v_assignment;
 end
@@ -1537,7 +1546,7 @@ begin
         select 1 from core.payments p where p.order_id = p_order_id and p.status = 'CAPTURED') then
         perform ops.raise_error('ORDER_NOT_PAID', p_order_id::text);
     end if;
-    return core.set_order_status(p_order_id, 'CONFIRMED', p_actor, p_expected_version, p_now);
+    return core.set_order_status(p_order_id, 'CONFIRMED', p_actor, p_expected_version, p_now, array['PENDING']);
 end
 $$;
 comment on function core.confirm_order(bigint, text, integer, timestamptz) is

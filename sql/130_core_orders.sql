@@ -110,7 +110,8 @@ create function core.set_order_status(
     p_to text,
     p_actor text default null,
     p_expected_version integer default null,
-    p_now timestamptz default null
+    p_now timestamptz default null,
+    p_from text[] default null
 )
 returns core.orders
 language plpgsql
@@ -120,7 +121,9 @@ as $$
 -- Optimistic status change: UPDATE only if status and version are still what we read. A concurrent
 -- change makes the UPDATE match nothing (READ COMMITTED re-checks the WHERE on the newest row), so we
 -- re-read and retry: 3 attempts, backoff 10 ms then 20 ms (x 0.5-1.5 jitter), then a registered
--- conflict. p_expected_version lets a client insist on the version it saw (no retry then).
+-- conflict. p_expected_version lets a client insist on the version it saw (no retry then);
+-- p_from restricts the statuses this action may start from (confirm: PENDING only), checked again
+-- on every re-read, since the machine alone allows e.g. SHIPPED -> CONFIRMED after a failed delivery.
 declare
     v_order core.orders;
     v_now timestamptz := coalesce(p_now, now());
@@ -138,7 +141,8 @@ begin
                 'ORDER_STATUS_CONFLICT');
             perform ops.raise_error('ORDER_STATUS_CONFLICT', p_order_id::text, '1');
         end if;
-        if not core.transition_allowed('order', v_order.status, p_to) then
+        if not core.transition_allowed('order', v_order.status, p_to)
+           or (p_from is not null and v_order.status <> all (p_from)) then
             perform ops.raise_error('ORDER_INVALID_TRANSITION', p_order_id::text, v_order.status, p_to);
         end if;
 
@@ -166,5 +170,5 @@ begin
     return null;
 end
 $$;
-comment on function core.set_order_status(bigint, text, text, integer, timestamptz) is
+comment on function core.set_order_status(bigint, text, text, integer, timestamptz, text[]) is
     'Move an order to p_to with optimistic locking (3 attempts, exponential backoff), or raise a registered error.';

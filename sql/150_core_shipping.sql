@@ -121,7 +121,7 @@ declare
     v_now timestamptz := coalesce(p_now, now());
 begin
     -- FOR SHARE: the order cannot be cancelled under us; concurrent offers still race on the
-    -- partial unique index, which turns the loser into a 409.
+    -- partial unique index, whose violation we turn into ASSIGNMENT_ALREADY_LIVE (409).
     select * into v_order from core.orders o where o.id = p_order_id for share;
     if not found then
         perform ops.raise_error('ORDER_NOT_FOUND', coalesce(p_order_id::text, 'null'));
@@ -140,10 +140,15 @@ begin
                     where d.status = 'ACTIVE' and d.serviceable_zip_codes @> array[v_order.ship_to_zip]) then
         perform ops.raise_error('ASSIGNMENT_NO_AGENT_FOR_ZIP', v_order.ship_to_zip);
     end if;
-    insert into core.shipping_assignments (order_id, zip_code, sla_due_at, status_changed_by, created_at, updated_at)
-    values (p_order_id, v_order.ship_to_zip, coalesce(p_sla_due_at, v_now + interval '48 hours'),
-            coalesce(p_actor, auth.actor()), v_now, v_now)
-    returning * into v_assignment;
+    begin
+        insert into core.shipping_assignments (order_id, zip_code, sla_due_at, status_changed_by, created_at, updated_at)
+        values (p_order_id, v_order.ship_to_zip, coalesce(p_sla_due_at, v_now + interval '48 hours'),
+                coalesce(p_actor, auth.actor()), v_now, v_now)
+        returning * into v_assignment;
+    exception when unique_violation then
+        -- A concurrent offer for the same order committed between our check and our insert.
+        perform ops.raise_error('ASSIGNMENT_ALREADY_LIVE', p_order_id::text);
+    end;
     return v_assignment;
 end
 $$;
@@ -279,11 +284,11 @@ begin
     returning * into v_assignment;
 
     if p_to = 'PICKED_UP' then
-        perform core.set_order_status(v_assignment.order_id, 'SHIPPED', v_actor, null, v_now);
+        perform core.set_order_status(v_assignment.order_id, 'SHIPPED', v_actor, null, v_now, array['CONFIRMED']);
     elsif p_to = 'DELIVERED' then
-        perform core.set_order_status(v_assignment.order_id, 'DELIVERED', v_actor, null, v_now);
+        perform core.set_order_status(v_assignment.order_id, 'DELIVERED', v_actor, null, v_now, array['SHIPPED']);
     elsif p_to = 'FAILED' and v_order_status = 'SHIPPED' then
-        perform core.set_order_status(v_assignment.order_id, 'CONFIRMED', v_actor, null, v_now);
+        perform core.set_order_status(v_assignment.order_id, 'CONFIRMED', v_actor, null, v_now, array['SHIPPED']);
     end if;
     return v_assignment;
 end
@@ -314,7 +319,7 @@ begin
         select 1 from core.payments p where p.order_id = p_order_id and p.status = 'CAPTURED') then
         perform ops.raise_error('ORDER_NOT_PAID', p_order_id::text);
     end if;
-    return core.set_order_status(p_order_id, 'CONFIRMED', p_actor, p_expected_version, p_now);
+    return core.set_order_status(p_order_id, 'CONFIRMED', p_actor, p_expected_version, p_now, array['PENDING']);
 end
 $$;
 comment on function core.confirm_order(bigint, text, integer, timestamptz) is
