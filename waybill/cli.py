@@ -72,6 +72,13 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from waybill.auth import jwt_secret, mint
+
+    print(mint(jwt_secret(settings), args.role, args.sub, args.ttl))
+    return 0
+
+
 def cmd_errors_doc(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
 
@@ -116,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--agents", type=int, default=50)
     p.add_argument("--seed", type=float, default=0.42, help="random seed in [-1, 1]")
     p.set_defaults(func=cmd_seed)
+
+    p = sub.add_parser("token", help="mint an HS256 JWT for the HTTP API")
+    p.add_argument("--role", required=True, choices=["admin", "platform_admin", "service", "agent", "anon"])
+    p.add_argument("--sub", help="subject; for agents the delivery agent id")
+    p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("errors-doc", help="write docs/errors.md from the error registry")
     p.set_defaults(func=cmd_errors_doc)

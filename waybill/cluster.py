@@ -168,14 +168,17 @@ class Cluster:
     def port(self) -> int:
         return int(self.state()["port"])
 
-    def url(self, db: str | None = None, *, tcp: bool = False) -> str:
-        """Connection URL for the superuser: the socket in pgdata, or TCP with the password."""
+    def url(self, db: str | None = None, *, tcp: bool = False, user: str = SUPERUSER) -> str:
+        """Connection URL: the socket in pgdata (trust), or TCP with the superuser's password.
+
+        `user` picks a login role for the socket (e.g. authenticator for the HTTP front).
+        """
         db = db or self.db_name
         st = self.state()
         if tcp:
             pw = quote(st["superuser_password"], safe="")
             return f"postgresql://{SUPERUSER}:{pw}@127.0.0.1:{st['port']}/{db}"
-        return f"postgresql://{SUPERUSER}@/{db}?host={quote(str(self.pgdata))}&port={st['port']}"
+        return f"postgresql://{user}@/{db}?host={quote(str(self.pgdata))}&port={st['port']}"
 
     # -- lifecycle -----------------------------------------------------------------------------
     def initialized(self) -> bool:

@@ -1,0 +1,46 @@
+"""JWTs for the HTTP API: the HS256 secret and `waybill token`.
+
+The secret is WAYBILL_JWT_SECRET when set (>= 32 characters); otherwise one is generated once per
+data directory and kept there (0600), never in the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+
+import jwt
+
+from waybill.settings import Settings
+
+ROLES = ("admin", "platform_admin", "service", "agent", "anon")
+MIN_SECRET = 32
+
+
+def jwt_secret(settings: Settings) -> str:
+    if settings.jwt_secret:
+        if len(settings.jwt_secret) < MIN_SECRET:
+            raise ValueError(f"WAYBILL_JWT_SECRET must have at least {MIN_SECRET} characters")
+        return settings.jwt_secret
+    path = Path(settings.data_dir) / "jwt-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def mint(secret: str, role: str, sub: str | None = None, ttl_seconds: int = 3600) -> str:
+    """An HS256 token with the claims PostgREST reads: role (+ sub, iat, exp)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    if role == "agent" and not sub:
+        raise ValueError("an agent token needs --sub (the delivery agent id)")
+    now = int(time.time())
+    claims: dict = {"role": role, "iat": now, "exp": now + ttl_seconds}
+    if sub:
+        claims["sub"] = str(sub)
+    return jwt.encode(claims, secret, algorithm="HS256")
