@@ -475,9 +475,12 @@ comment on index core.ledger_entries_transaction_id_idx is 'Serves the balance c
 create function core.tg_ledger_entries__check_balance()
 returns trigger
 language plpgsql
+security definer
 set search_path = ''
 as $$
 -- Deferred to COMMIT: the entries of new.transaction_id must sum to zero, in the transaction's currency.
+-- SECURITY DEFINER: a deferred trigger runs at COMMIT as the session's role (e.g. an API role that
+-- wrote through a SECURITY DEFINER function), which may not read the ledger itself.
 -- A violation is logged as ledger_invariant_violated (the log line survives the rollback) and raised.
 declare
     v_sum bigint;
