@@ -68,6 +68,7 @@ grant usage on schema core to admin, platform_admin, service, agent;
 grant select on core.customers, core.sellers, core.orders, core.order_status_history, core.payments,
                 core.refunds, core.wallets, core.ledger_entries
     to admin, platform_admin, service;
+grant select on core.wallet_balances to admin, platform_admin;
 grant select on core.delivery_agents, core.shipping_assignments, core.assignment_status_history
     to admin, platform_admin, service, agent;
 
