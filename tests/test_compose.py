@@ -266,7 +266,7 @@ def test_images_are_pinned():
         name, _, tag = ref.partition("@")[0].rpartition(":")
         assert name and "/" not in tag, f"{ref}: no tag"
         assert tag != "latest", f"{ref}: floating tag"
-        assert re.match(r"\d+\.\d+", tag), f"{ref}: tag names no minor version"
+        assert re.match(r"v?\d+\.\d+", tag), f"{ref}: tag names no minor version"
     postgres = [r for r in refs if r.startswith("postgres:")]
     pinned = re.compile(r"postgres:15\.\d+-bookworm(@sha256:[0-9a-f]{64})?")
     assert postgres and all(pinned.fullmatch(r) for r in postgres), postgres
@@ -296,3 +296,18 @@ def test_server_config_preloads_the_extensions_and_targets_the_compose_database(
     assert {"pg_cron", "pg_stat_statements", "auto_explain"} <= libraries
     assert settings["cron.database_name"] == services()["db"]["environment"]["POSTGRES_DB"]
     assert not settings["log_directory"].startswith("/"), "logs stay inside the data directory"
+
+
+def test_postgrest_serves_api_as_the_gateway_does():
+    """PostgREST is pinned to one v13 patch release and configured like gateway/ (schema, roles, ports)."""
+    svcs = services()
+    pgrst = svcs["postgrest"]
+    assert re.fullmatch(r"postgrest/postgrest:v13\.0\.\d+", pgrst["image"]), pgrst["image"]
+    env = {k: interpolate(str(v), env_example()) for k, v in pgrst["environment"].items()}
+    assert env["PGRST_DB_SCHEMAS"] == "api"
+    assert env["PGRST_DB_ANON_ROLE"] == "anon"
+    assert re.fullmatch(r"postgresql://authenticator:[^@/]+@db:5432/waybill", env["PGRST_DB_URI"])
+    assert env["PGRST_ADMIN_SERVER_PORT"] == "3001" and env["PGRST_SERVER_PORT"] == "3000"
+    assert pgrst["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert "WAYBILL_AUTHENTICATOR_PASSWORD" in svcs["migrate"]["environment"]
+    assert "gateway" not in svcs

@@ -60,6 +60,9 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     else:
         n = migrate.apply(url)
         print(f"applied {n} migration(s)")
+        if settings.authenticator_password:
+            migrate.set_login_password(url, "authenticator", settings.authenticator_password)
+            print("authenticator password set")
     return 0
 
 

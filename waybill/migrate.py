@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 from yoyo import get_backend, read_migrations
 
 from waybill.settings import PROJECT_ROOT
@@ -68,3 +69,9 @@ def apply_schema_files(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         for path in [*schema_files(), POST_APPLY]:
             conn.execute(path.read_text())
+
+
+def set_login_password(url: str, role: str, password: str) -> None:
+    """Give a login role (authenticator, dispatcher) its password; secrets never live in migrations."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("alter role {} with login password {}").format(sql.Identifier(role), sql.Literal(password)))

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
         default=None,
         description="HS256 secret (>= 32 chars); generated per data directory if unset.",
     )
+    authenticator_password: str | None = Field(
+        default=None, description="Set by `waybill migrate` as authenticator's login password (PostgREST)."
+    )
     log_level: str = "info"
     slow_query_ms: float = 500.0
 
