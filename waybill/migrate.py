@@ -74,4 +74,8 @@ def apply_schema_files(url: str) -> None:
 def set_login_password(url: str, role: str, password: str) -> None:
     """Give a login role (authenticator, dispatcher) its password; secrets never live in migrations."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("alter role {} with login password {}").format(sql.Identifier(role), sql.Literal(password)))
+        conn.execute(
+            sql.SQL("alter role {} with login password {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
