@@ -371,13 +371,19 @@ grant execute on function api.accept_assignment(bigint) to agent;
 
 create function api.advance_assignment(assignment_id bigint, status text, reason text default null)
 returns api.shipping_assignments
-language sql
+language plpgsql
 volatile
 security definer
 set search_path = ''
 as $$
-    select jsonb_populate_record(null::api.shipping_assignments,
-        to_jsonb(core.advance_assignment(assignment_id, status, auth.require_agent(), reason, auth.actor())))
+-- Agents move their own work forward; cancelling is the service's call (api.cancel_assignment).
+begin
+    if status is null or status not in ('PICKED_UP', 'IN_TRANSIT', 'DELIVERED', 'FAILED') then
+        perform ops.raise_error('INVALID_ARGUMENT', 'status must be PICKED_UP, IN_TRANSIT, DELIVERED or FAILED');
+    end if;
+    return jsonb_populate_record(null::api.shipping_assignments,
+        to_jsonb(core.advance_assignment(assignment_id, status, auth.require_agent(), reason, auth.actor())));
+end
 $$;
 comment on function api.advance_assignment(bigint, text, text) is $$Move an own assignment forward
 status is PICKED_UP, IN_TRANSIT, DELIVERED or FAILED (with a reason). The order follows.$$;
@@ -413,7 +419,8 @@ stable
 security definer
 set search_path = ''
 as $$
-    -- Counts only: no query text, user or address leaves this function.
+    -- Counts only: no query text, user or address leaves this function; application names only
+    -- for admins.
     with conns as (
         select coalesce(nullif(a.application_name, ''), '(none)') as application,
                coalesce(a.state, 'unknown') as state
@@ -428,8 +435,10 @@ as $$
         'utilization_pct', round(100.0 * (select count(*) from conns) / current_setting('max_connections')::int, 2),
         'by_state', (select coalesce(json_object_agg(state, n), '{}') from
                         (select state, count(*) as n from conns group by state) s),
-        'by_application', (select coalesce(json_object_agg(application, n), '{}') from
-                              (select application, count(*) as n from conns group by application) s),
+        -- Application names describe the deployment: admins only.
+        'by_application', case when auth.role() in ('admin', 'platform_admin') then
+                              (select coalesce(json_object_agg(application, n), '{}') from
+                                 (select application, count(*) as n from conns group by application) s) end,
         'waiting_locks', (select count(*) from pg_catalog.pg_locks l where not l.granted),
         'oldest_transaction_s', (select coalesce(round(extract(epoch from max(clock_timestamp() - a.xact_start))::numeric, 3), 0)
                                    from pg_catalog.pg_stat_activity a
@@ -437,5 +446,5 @@ as $$
         'checked_at', clock_timestamp())
 $$;
 comment on function api.health_pool() is $$Connection health
-Connections by state and application, max_connections, utilization %, waiting locks and the oldest transaction's age (s).$$;
+Connections by state (and by application, for admins), max_connections, utilization %, waiting locks and the oldest transaction's age (s).$$;
 grant execute on function api.health_pool() to anon, admin, platform_admin, service, agent;
