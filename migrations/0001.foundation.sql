@@ -174,7 +174,7 @@ comment on function ops.raise_error(text, text[]) is
 create function ops.error_code(p_sqlstate text, p_message text)
 returns text
 language sql
-immutable
+stable
 set search_path = ''
 as $$
     -- The registered code of a caught error: the JSON code of a PGRST raise, else the SQLSTATE's row.
@@ -297,12 +297,14 @@ create table core.customers (
     email       text not null,
     created_at  timestamptz not null default now(),
     constraint customers_pkey primary key (id),
-    constraint customers_email_key unique (email),
     constraint customers_name_not_blank_check check (btrim(name) <> ''),
     constraint customers_email_format_check check (email ~ '^[^@\s]+@[^@\s]+$')
 );
 alter table core.customers enable row level security;
 comment on table core.customers is 'People who buy. Orders reference them.';
+
+create unique index customers_email_lower_key on core.customers (lower(email));
+comment on index core.customers_email_lower_key is 'One customer per e-mail address, case-insensitively.';
 
 create table core.sellers (
     id          bigint generated always as identity,
@@ -317,6 +319,17 @@ alter table core.sellers enable row level security;
 comment on table core.sellers is 'Merchants who sell; each has a wallet per currency credited on capture.';
 comment on column core.sellers.fee_bps is 'Platform fee in basis points of each captured payment (1000 = 10 %).';
 
+create function core.zip_codes_valid(p_zip_codes text[])
+returns boolean
+language sql
+immutable
+set search_path = ''
+as $$
+    -- Every element is five digits (nulls are the no_nulls check's business).
+    select coalesce(bool_and(z ~ '^[0-9]{5}$'), true) from unnest(p_zip_codes) as z
+$$;
+comment on function core.zip_codes_valid(text[]) is 'Whether every zip code of the array is five digits (for CHECK constraints).';
+
 create table core.delivery_agents (
     id                     bigint generated always as identity,
     name                   text not null,
@@ -327,9 +340,8 @@ create table core.delivery_agents (
     constraint delivery_agents_pkey primary key (id),
     constraint delivery_agents_name_not_blank_check check (btrim(name) <> ''),
     constraint delivery_agents_status_check check (status in ('ACTIVE', 'INACTIVE', 'SUSPENDED')),
-    -- Every element is five digits (array_to_string + regex: CHECK cannot hold a subquery).
-    constraint delivery_agents_zip_codes_format_check
-        check (array_to_string(serviceable_zip_codes, ',') ~ '^([0-9]{5}(,[0-9]{5})*)?$'),
+    -- Each element on its own (a regex over the joined string would accept '10001,10002' as one).
+    constraint delivery_agents_zip_codes_format_check check (core.zip_codes_valid(serviceable_zip_codes)),
     constraint delivery_agents_zip_codes_no_nulls_check
         check (array_position(serviceable_zip_codes, null) is null)
 );
@@ -525,7 +537,7 @@ begin
     return null;
 end
 $$;
-comment on function core.tg_ledger_entries__append_only() is 'Trigger: refuses UPDATE, DELETE and TRUNCATE of ledger rows.';
+comment on function core.tg_ledger_entries__append_only() is 'Trigger: refuses UPDATE, DELETE and TRUNCATE of ledger entries and transactions.';
 
 create trigger _010_append_only
     before update or delete on core.ledger_entries
@@ -536,6 +548,17 @@ create trigger _011_append_only_truncate
     before truncate on core.ledger_entries
     for each statement execute function core.tg_ledger_entries__append_only();
 comment on trigger _011_append_only_truncate on core.ledger_entries is 'Ledger entries are never truncated.';
+
+-- The transaction rows are append-only too: rewriting one's currency or kind would change what its
+-- (already checked) entries mean.
+create trigger _010_append_only
+    before update or delete on core.ledger_transactions
+    for each row execute function core.tg_ledger_entries__append_only();
+comment on trigger _010_append_only on core.ledger_transactions is 'Ledger transactions are append-only.';
+create trigger _011_append_only_truncate
+    before truncate on core.ledger_transactions
+    for each statement execute function core.tg_ledger_entries__append_only();
+comment on trigger _011_append_only_truncate on core.ledger_transactions is 'Ledger transactions are never truncated.';
 
 create function core.wallet_for(p_kind text, p_seller_id bigint, p_currency text)
 returns bigint
@@ -864,7 +887,7 @@ comment on index core.ledger_transactions_refund_id_idx is 'Serves the refunds F
 create function core.validate_money(p_amount bigint, p_currency text)
 returns void
 language plpgsql
-immutable
+stable
 set search_path = ''
 as $$
 -- Registered errors for bad money input, before any row is touched.
@@ -1295,6 +1318,7 @@ create table core.assignment_status_history (
     created_at     timestamptz not null default now(),
     constraint assignment_status_history_pkey primary key (id),
     constraint assignment_status_history_assignment_id_fkey foreign key (assignment_id) references core.shipping_assignments (id),
+    constraint assignment_status_history_order_id_fkey foreign key (order_id) references core.orders (id),
     constraint assignment_status_history_agent_id_fkey foreign key (agent_id) references core.delivery_agents (id)
 );
 alter table core.assignment_status_history enable row level security;
@@ -1302,6 +1326,8 @@ comment on table core.assignment_status_history is 'Every shipping-assignment st
 
 create index assignment_status_history_assignment_id_idx on core.assignment_status_history (assignment_id, id);
 comment on index core.assignment_status_history_assignment_id_idx is 'Serves the FK and one assignment''s steps in order.';
+create index assignment_status_history_order_id_idx on core.assignment_status_history (order_id);
+comment on index core.assignment_status_history_order_id_idx is 'Serves the orders FK and the delivery steps of one order.';
 create index assignment_status_history_agent_id_created_at_idx on core.assignment_status_history (agent_id, created_at desc);
 comment on index core.assignment_status_history_agent_id_created_at_idx is 'Serves the FK and an agent''s activity feed, newest first.';
 

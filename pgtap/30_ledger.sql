@@ -258,14 +258,10 @@ select throws_code($$truncate core.ledger_transactions cascade$$,
 select is(pg_temp.ledger_digest(), (select digest from digest_before_dml),
     'the ledger is unchanged after the refused UPDATE, DELETE and TRUNCATEs');
 
--- Known bug (sql/120_core_ledger.sql): only ledger_entries is append-only. A ledger transaction's
--- currency (or kind, payment, refund) can be rewritten after the fact, which silently turns every
--- one of its entries into a foreign-currency entry: no trigger re-checks it. Last in the file, as
--- the UPDATE sticks while the bug stands.
-select todo_start('core.ledger_transactions has no append-only trigger');
+-- Ledger transactions are append-only too: rewriting one's currency would silently turn every one
+-- of its entries into a foreign-currency entry.
 select throws_code($$update core.ledger_transactions set currency = 'USD' where id = (select min(id) from core.ledger_transactions)$$,
     'LEDGER_IMMUTABLE', 'UPDATE of a ledger transaction''s currency: LEDGER_IMMUTABLE');
-select todo_end();
 
 select * from finish();
 rollback;

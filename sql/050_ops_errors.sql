@@ -106,7 +106,7 @@ comment on function ops.raise_error(text, text[]) is
 create function ops.error_code(p_sqlstate text, p_message text)
 returns text
 language sql
-immutable
+stable
 set search_path = ''
 as $$
     -- The registered code of a caught error: the JSON code of a PGRST raise, else the SQLSTATE's row.

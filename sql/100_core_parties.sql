@@ -8,12 +8,14 @@ create table core.customers (
     email       text not null,
     created_at  timestamptz not null default now(),
     constraint customers_pkey primary key (id),
-    constraint customers_email_key unique (email),
     constraint customers_name_not_blank_check check (btrim(name) <> ''),
     constraint customers_email_format_check check (email ~ '^[^@\s]+@[^@\s]+$')
 );
 alter table core.customers enable row level security;
 comment on table core.customers is 'People who buy. Orders reference them.';
+
+create unique index customers_email_lower_key on core.customers (lower(email));
+comment on index core.customers_email_lower_key is 'One customer per e-mail address, case-insensitively.';
 
 create table core.sellers (
     id          bigint generated always as identity,
@@ -28,6 +30,17 @@ alter table core.sellers enable row level security;
 comment on table core.sellers is 'Merchants who sell; each has a wallet per currency credited on capture.';
 comment on column core.sellers.fee_bps is 'Platform fee in basis points of each captured payment (1000 = 10 %).';
 
+create function core.zip_codes_valid(p_zip_codes text[])
+returns boolean
+language sql
+immutable
+set search_path = ''
+as $$
+    -- Every element is five digits (nulls are the no_nulls check's business).
+    select coalesce(bool_and(z ~ '^[0-9]{5}$'), true) from unnest(p_zip_codes) as z
+$$;
+comment on function core.zip_codes_valid(text[]) is 'Whether every zip code of the array is five digits (for CHECK constraints).';
+
 create table core.delivery_agents (
     id                     bigint generated always as identity,
     name                   text not null,
@@ -38,9 +51,8 @@ create table core.delivery_agents (
     constraint delivery_agents_pkey primary key (id),
     constraint delivery_agents_name_not_blank_check check (btrim(name) <> ''),
     constraint delivery_agents_status_check check (status in ('ACTIVE', 'INACTIVE', 'SUSPENDED')),
-    -- Every element is five digits (array_to_string + regex: CHECK cannot hold a subquery).
-    constraint delivery_agents_zip_codes_format_check
-        check (array_to_string(serviceable_zip_codes, ',') ~ '^([0-9]{5}(,[0-9]{5})*)?$'),
+    -- Each element on its own (a regex over the joined string would accept '10001,10002' as one).
+    constraint delivery_agents_zip_codes_format_check check (core.zip_codes_valid(serviceable_zip_codes)),
     constraint delivery_agents_zip_codes_no_nulls_check
         check (array_position(serviceable_zip_codes, null) is null)
 );

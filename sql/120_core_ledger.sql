@@ -108,7 +108,7 @@ begin
     return null;
 end
 $$;
-comment on function core.tg_ledger_entries__append_only() is 'Trigger: refuses UPDATE, DELETE and TRUNCATE of ledger rows.';
+comment on function core.tg_ledger_entries__append_only() is 'Trigger: refuses UPDATE, DELETE and TRUNCATE of ledger entries and transactions.';
 
 create trigger _010_append_only
     before update or delete on core.ledger_entries
@@ -119,6 +119,17 @@ create trigger _011_append_only_truncate
     before truncate on core.ledger_entries
     for each statement execute function core.tg_ledger_entries__append_only();
 comment on trigger _011_append_only_truncate on core.ledger_entries is 'Ledger entries are never truncated.';
+
+-- The transaction rows are append-only too: rewriting one's currency or kind would change what its
+-- (already checked) entries mean.
+create trigger _010_append_only
+    before update or delete on core.ledger_transactions
+    for each row execute function core.tg_ledger_entries__append_only();
+comment on trigger _010_append_only on core.ledger_transactions is 'Ledger transactions are append-only.';
+create trigger _011_append_only_truncate
+    before truncate on core.ledger_transactions
+    for each statement execute function core.tg_ledger_entries__append_only();
+comment on trigger _011_append_only_truncate on core.ledger_transactions is 'Ledger transactions are never truncated.';
 
 create function core.wallet_for(p_kind text, p_seller_id bigint, p_currency text)
 returns bigint

@@ -86,7 +86,7 @@ comment on index core.ledger_transactions_refund_id_idx is 'Serves the refunds F
 create function core.validate_money(p_amount bigint, p_currency text)
 returns void
 language plpgsql
-immutable
+stable
 set search_path = ''
 as $$
 -- Registered errors for bad money input, before any row is touched.

@@ -65,6 +65,7 @@ create table core.assignment_status_history (
     created_at     timestamptz not null default now(),
     constraint assignment_status_history_pkey primary key (id),
     constraint assignment_status_history_assignment_id_fkey foreign key (assignment_id) references core.shipping_assignments (id),
+    constraint assignment_status_history_order_id_fkey foreign key (order_id) references core.orders (id),
     constraint assignment_status_history_agent_id_fkey foreign key (agent_id) references core.delivery_agents (id)
 );
 alter table core.assignment_status_history enable row level security;
@@ -72,6 +73,8 @@ comment on table core.assignment_status_history is 'Every shipping-assignment st
 
 create index assignment_status_history_assignment_id_idx on core.assignment_status_history (assignment_id, id);
 comment on index core.assignment_status_history_assignment_id_idx is 'Serves the FK and one assignment''s steps in order.';
+create index assignment_status_history_order_id_idx on core.assignment_status_history (order_id);
+comment on index core.assignment_status_history_order_id_idx is 'Serves the orders FK and the delivery steps of one order.';
 create index assignment_status_history_agent_id_created_at_idx on core.assignment_status_history (agent_id, created_at desc);
 comment on index core.assignment_status_history_agent_id_created_at_idx is 'Serves the FK and an agent''s activity feed, newest first.';
 
