@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     args.pytest_args = extra
     try:
         return args.func(args, get_settings())
-    except ClusterError as exc:
+    except (ClusterError, ValueError) as exc:
         print(f"waybill: {exc}", file=sys.stderr)
         return 1
 
