@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     args.pytest_args = extra
     try:
         return args.func(args, get_settings())
-    except (ClusterError, ValueError) as exc:
+    except (RuntimeError, ValueError) as exc:  # ClusterError and stack start-up failures
         print(f"waybill: {exc}", file=sys.stderr)
         return 1
 

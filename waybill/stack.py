@@ -1,23 +1,30 @@
 """`waybill run` (make run): the whole local stack in one foreground process.
 
 Starts the embedded cluster (or uses DATABASE_URL), applies migrations, loads demo data into an
-empty database, prints how to reach everything, and waits. Ctrl-C (or SIGTERM) stops what it
+empty database, starts the HTTP front (a `postgrest` binary when one is on PATH, else gateway/),
+prints the URL, an admin token and a curl line, and waits. Ctrl-C (or SIGTERM) stops what it
 started — child processes first, then the cluster — and leaves no process behind.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 from types import FrameType
 
+import httpx
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from waybill import migrate, seed
+from waybill.auth import jwt_secret, mint
 from waybill.cluster import Cluster
-from waybill.settings import Settings
+from waybill.settings import PROJECT_ROOT, Settings
 
 DEMO_ORDERS = 2_000
 DEMO_AGENTS = 60
@@ -44,6 +51,58 @@ class Stack:
             return f"demo data present ({orders} orders): not seeded again"
         return seed.seed(url, orders=DEMO_ORDERS, agents=DEMO_AGENTS)
 
+    def authenticator_url(self, owner_url: str) -> str:
+        """How the HTTP front logs in: as authenticator, over the socket (embedded) or with its password."""
+        if self.cluster is not None:
+            return self.cluster.url(user="authenticator")
+        if not self.settings.authenticator_password:
+            raise RuntimeError("with DATABASE_URL, set WAYBILL_AUTHENTICATOR_PASSWORD for the HTTP front")
+        params = conninfo_to_dict(owner_url) | {
+            "user": "authenticator",
+            "password": self.settings.authenticator_password,
+        }
+        return make_conninfo(**params)
+
+    def start_http(self, owner_url: str) -> str:
+        """Start PostgREST if its binary is on PATH, else gateway/; wait until it is ready."""
+        s = self.settings
+        db_url = self.authenticator_url(owner_url)
+        secret = jwt_secret(s)
+        if shutil.which("postgrest"):
+            env = dict(
+                os.environ,
+                PGRST_DB_URI=db_url,
+                PGRST_DB_SCHEMAS="api",
+                PGRST_DB_ANON_ROLE="anon",
+                PGRST_JWT_SECRET=secret,
+                PGRST_SERVER_HOST=s.api_host,
+                PGRST_SERVER_PORT=str(s.api_port),
+                PGRST_ADMIN_SERVER_PORT=str(s.api_admin_port),
+                PGRST_OPENAPI_MODE="follow-privileges",
+            )
+            self.children.append(subprocess.Popen(["postgrest"], env=env))
+            front = "PostgREST (postgrest binary on PATH)"
+        else:
+            cmd = [
+                sys.executable, "-m", "gateway", "--db-url", db_url, "--jwt-secret", secret,
+                "--host", s.api_host, "--port", str(s.api_port), "--admin-port", str(s.api_admin_port),
+            ]  # fmt: skip
+            self.children.append(subprocess.Popen(cmd, cwd=PROJECT_ROOT))
+            front = "gateway/ (PostgREST's contract; no postgrest binary on PATH)"
+        ready = f"http://{s.api_host}:{s.api_admin_port}/ready"
+        deadline = time.monotonic() + 60
+        while True:
+            if self.children[-1].poll() is not None:
+                raise RuntimeError(f"the HTTP front exited ({self.children[-1].returncode})")
+            try:
+                if httpx.get(ready, timeout=2).status_code == 200:
+                    return front
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or self.stopping.is_set():
+                raise RuntimeError(f"the HTTP front was not ready at {ready}")
+            time.sleep(0.1)
+
     def stop(self) -> None:
         for child in self.children:
             if child.poll() is None:
@@ -57,17 +116,32 @@ class Stack:
         if self.cluster is not None:
             self.cluster.stop()
 
-    def banner(self, url: str, seeded: str) -> str:
-        lines = ["", "Waybill is running.", f"  database   {url}"]
+    def banner(self, url: str, seeded: str, front: str) -> str:
+        s = self.settings
+        api = f"http://{s.api_host}:{s.api_port}"
+        token = mint(jwt_secret(s), "admin", ttl_seconds=24 * 3600)
+        lines = [
+            "",
+            "Waybill is running.",
+            f"  API        {api}   served by {front}",
+            f"  OpenAPI    {api}/   health {api}/rpc/health_db",
+            f"  admin port http://{s.api_host}:{s.api_admin_port}/live and /ready",
+            f"  database   {url}",
+        ]
         if self.cluster is not None:
             lines.append(f"  data dir   {self.cluster.data_dir}")
             lines.append(f"  server log {self.cluster.log_file()}")
         lines += [
             f"  demo data  {seeded}",
             "",
+            "An admin token (24 h):",
+            f"  {token}",
+            "",
             "Try:",
-            f"  psql '{url}' -c 'select status, count(*) from core.orders group by 1'",
-            "  .venv/bin/waybill db psql      # a psql shell on the same database",
+            f"  curl -s '{api}/orders?select=id,status,amount,currency&order=id.desc&limit=5' \\",
+            f"       -H 'Authorization: Bearer {token}'",
+            "  .venv/bin/waybill token --role agent --sub 1     # other roles: service, platform_admin",
+            "  .venv/bin/waybill db psql                         # psql on the same database",
             "",
             "Ctrl-C stops everything.",
         ]
@@ -84,7 +158,8 @@ class Stack:
             applied = migrate.apply(url)
             print(f"migrations: {applied} applied", flush=True)
             seeded = self.seed_if_empty(url)
-            print(self.banner(url, seeded), flush=True)
+            front = self.start_http(url)
+            print(self.banner(url, seeded, front), flush=True)
             while not self.stopping.wait(timeout=1.0):
                 for child in self.children:
                     if child.poll() is not None:
