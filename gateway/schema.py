@@ -1,0 +1,289 @@
+"""The schema cache: what the exposed schema offers, read from pg_catalog.
+
+Functions (arguments with names, types, defaults; return shape; volatility), relations (views,
+tables) with their columns, and the COMMENT ON texts. Loaded at start and again on
+`NOTIFY pgrst, 'reload schema'` (or an empty payload), which `Listener` waits for on a dedicated
+connection that is re-opened when it drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from waybill.log import get_logger
+
+# -- the cache ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str  # "" for an unnamed parameter
+    type: str  # the type to cast to / read JSON into (char -> varchar, as PostgREST does)
+    required: bool  # no DEFAULT
+    variadic: bool
+
+
+@dataclass(frozen=True)
+class Routine:
+    schema: str
+    name: str
+    params: tuple[Param, ...]
+    setof: bool
+    composite: bool  # composite type, or OUT/INOUT/TABLE parameters
+    void: bool
+    volatility: str  # "v", "s" or "i"
+    return_type: str
+    description: str | None
+
+    @property
+    def volatile(self) -> bool:
+        return self.volatility == "v"
+
+    @property
+    def scalar(self) -> bool:
+        return not self.setof and not self.composite
+
+    @property
+    def signature(self) -> str:
+        return f"{self.schema}.{self.name}({', '.join(f'{p.name} => {p.type}' for p in self.params)})"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool
+    default: str | None
+    description: str | None
+
+
+@dataclass(frozen=True)
+class Relation:
+    schema: str
+    name: str
+    kind: str  # pg_class.relkind
+    columns: tuple[Column, ...]
+    pk_cols: tuple[str, ...]
+    description: str | None
+
+
+@dataclass
+class SchemaCache:
+    schema: str
+    routines: dict[str, list[Routine]] = field(default_factory=dict)
+    relations: dict[str, Relation] = field(default_factory=dict)
+    description: str | None = None
+    loaded_at: float = 0.0
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+# Input arguments only (i, b, v); an IN-only function has no proargmodes. The type of a JSON or
+# text argument read into a fixed-length character type would be cut, hence the *varying* types.
+FUNCTIONS_SQL = """
+select p.proname as name,
+       pg_catalog.obj_description(p.oid, 'pg_proc') as description,
+       p.provolatile as volatility,
+       p.proretset as setof,
+       (rt.typtype = 'c' or coalesce(p.proargmodes::text[] && '{t,b,o}', false)) as composite,
+       (p.prorettype = 'void'::regtype and not p.proretset) as void,
+       pg_catalog.format_type(p.prorettype, null) as return_type,
+       coalesce(args.items, '[]') as params,
+       coalesce(args.unnamed, 0) as unnamed,
+       args.first_type
+from pg_catalog.pg_proc p
+join pg_catalog.pg_type rt on rt.oid = p.prorettype
+left join lateral (
+    select json_agg(json_build_object(
+               'name', coalesce(i.name, ''),
+               'type', case i.type
+                   when 'bit'::regtype then 'bit varying'
+                   when 'bit[]'::regtype then 'bit varying[]'
+                   when 'character'::regtype then 'character varying'
+                   when 'character[]'::regtype then 'character varying[]'
+                   else pg_catalog.format_type(i.type, null) end,
+               'required', i.pos <= p.pronargs - p.pronargdefaults,
+               'variadic', i.mode = 'v') order by i.pos) as items,
+           count(*) filter (where coalesce(i.name, '') = '') as unnamed,
+           (array_agg(pg_catalog.format_type(i.type, null) order by i.pos))[1] as first_type
+    from (
+        select a.type, a.mode, a.name, row_number() over (order by a.idx) as pos
+        from unnest(coalesce(p.proallargtypes, p.proargtypes::oid[]),
+                    coalesce(p.proargmodes, array_fill('i'::"char", array[p.pronargs::int])),
+                    p.proargnames) with ordinality as a(type, mode, name, idx)
+        where a.mode in ('i', 'b', 'v')
+    ) i
+) args on true
+where p.pronamespace = %(schema)s::regnamespace
+  and p.prokind = 'f'
+  and p.prorettype <> 'trigger'::regtype
+order by p.proname, p.pronargs
+"""
+
+RELATIONS_SQL = """
+select c.relname as name,
+       c.relkind as kind,
+       pg_catalog.obj_description(c.oid, 'pg_class') as description,
+       coalesce((
+           select json_agg(json_build_object(
+                      'name', a.attname,
+                      'type', pg_catalog.format_type(a.atttypid, null),
+                      'nullable', not a.attnotnull,
+                      'default', pg_catalog.pg_get_expr(d.adbin, d.adrelid),
+                      'description', pg_catalog.col_description(c.oid, a.attnum)) order by a.attnum)
+           from pg_catalog.pg_attribute a
+           left join pg_catalog.pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+           where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+       ), '[]') as columns,
+       coalesce((
+           select json_agg(a.attname order by a.attnum)
+           from pg_catalog.pg_index x
+           join pg_catalog.pg_attribute a on a.attrelid = x.indrelid and a.attnum = any(x.indkey)
+           where x.indrelid = c.oid and x.indisprimary
+       ), '[]') as pk_cols
+from pg_catalog.pg_class c
+where c.relnamespace = %(schema)s::regnamespace
+  and c.relkind in ('r', 'v', 'm', 'f', 'p')
+  and not c.relispartition
+order by c.relname
+"""
+
+SCHEMA_SQL = "select pg_catalog.obj_description(%(schema)s::regnamespace, 'pg_namespace') as description"
+
+# Callable through HTTP: all parameters named, or a single unnamed one that takes the whole body.
+SINGLE_UNNAMED_TYPES = {"json", "jsonb", "text", "xml", "bytea"}
+
+
+async def load(conn: psycopg.AsyncConnection, schema: str) -> SchemaCache:
+    """Read the cache in one read-only snapshot, with a search_path that qualifies every type."""
+    cache = SchemaCache(schema=schema, loaded_at=time.time())
+    async with conn.transaction():
+        await conn.execute("set transaction isolation level repeatable read, read only")
+        await conn.execute("set local search_path = pg_catalog")
+        cur = conn.cursor(row_factory=dict_row)
+        params = {"schema": schema}
+        await cur.execute(SCHEMA_SQL, params)
+        row = await cur.fetchone()
+        cache.description = row["description"] if row else None
+        await cur.execute(FUNCTIONS_SQL, params)
+        for r in await cur.fetchall():
+            if r["unnamed"] > 1 or (r["unnamed"] == 1 and r["first_type"] not in SINGLE_UNNAMED_TYPES):
+                continue
+            if r["unnamed"] == 1 and len(r["params"]) != 1:
+                continue
+            routine = Routine(
+                schema=schema,
+                name=r["name"],
+                params=tuple(
+                    Param(p["name"], p["type"], bool(p["required"]), bool(p["variadic"])) for p in r["params"]
+                ),
+                setof=r["setof"],
+                composite=r["composite"],
+                void=r["void"],
+                volatility=r["volatility"],
+                return_type=r["return_type"],
+                description=r["description"],
+            )
+            cache.routines.setdefault(routine.name, []).append(routine)
+        await cur.execute(RELATIONS_SQL, params)
+        for r in await cur.fetchall():
+            cache.relations[r["name"]] = Relation(
+                schema=schema,
+                name=r["name"],
+                kind=r["kind"],
+                columns=tuple(
+                    Column(c["name"], c["type"], c["nullable"], c["default"], c["description"])
+                    for c in r["columns"]
+                ),
+                pk_cols=tuple(r["pk_cols"]),
+                description=r["description"],
+            )
+    return cache
+
+
+# -- the LISTEN connection ----------------------------------------------------------------------
+
+
+class Listener:
+    """LISTEN on a dedicated connection; reload on 'reload schema'; re-open (and reload) when it drops.
+
+    A connection that silently died is found by a `select 1` probe after `probe_seconds` of quiet.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        channel: str,
+        on_reload: Callable[[], Awaitable[Any]],
+        probe_seconds: float = 10.0,
+        max_backoff: float = 32.0,
+    ) -> None:
+        self.conninfo = conninfo
+        self.channel = channel
+        self.on_reload = on_reload
+        self.probe_seconds = probe_seconds
+        self.max_backoff = max_backoff
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._conn: psycopg.AsyncConnection | None = None
+        self.log = get_logger()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="gateway-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def drop_connection_for_test(self) -> None:
+        """Close the LISTEN connection from under the listener (tests prove it re-opens)."""
+        if self._conn is not None:
+            await self._conn.close()
+
+    async def _run(self) -> None:
+        backoff = 1.0
+        first = True
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
+                    self._conn = conn
+                    await conn.execute(sql.SQL("listen {}").format(sql.Identifier(self.channel)))
+                    self.connected.set()
+                    self.log.info("schema_listener_connect_succeeded", channel=self.channel)
+                    if not first:
+                        # Notifications may have been missed while the connection was down.
+                        await self.on_reload()
+                    first = False
+                    backoff = 1.0
+                    while True:
+                        async for notify in conn.notifies(timeout=self.probe_seconds):
+                            if notify.payload in ("", "reload schema"):
+                                self.log.info("schema_reload_requested", channel=self.channel)
+                                await self.on_reload()
+                        await conn.execute("select 1")  # liveness probe after a quiet period
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure: log, back off, re-open
+                self.connected.clear()
+                self._conn = None
+                self.log.warning(
+                    "schema_listener_connection_lost",
+                    channel=self.channel,
+                    error=str(exc),
+                    retry_in_s=backoff,
+                )
+                first = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)

@@ -1,0 +1,176 @@
+"""A real gateway (`python -m gateway`, a subprocess) over a database cloned from the template.
+
+`gw` is shared by the module's tests (its database holds tests/gateway/fixtures.sql); tests that
+change the schema start their own with `start_gateway` on the per-test `db_url`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import jwt
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from waybill import testing
+from waybill.cluster import Cluster, free_port
+from waybill.settings import PROJECT_ROOT
+
+FIXTURES = Path(__file__).with_name("fixtures.sql")
+ERROR_KEYS = {"code", "details", "hint", "message"}
+
+
+@dataclass
+class Gw:
+    base_url: str
+    admin_url: str
+    owner_url: str
+    secret: str
+    log_path: Path
+    proc: subprocess.Popen
+
+    def token(self, role: str | None = "service", secret: str | None = None, **claims) -> str:
+        now = int(time.time())
+        body = {"iat": now, "exp": now + 600, **claims}
+        if role is not None:
+            body["role"] = role
+        return jwt.encode(body, secret or self.secret, algorithm="HS256")
+
+    def client(self, role: str | None = None, **claims) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.token(role, **claims)}"} if role else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+
+    def db(self) -> psycopg.Connection:
+        return psycopg.connect(self.owner_url, autocommit=True)
+
+    def log_lines(self) -> list[dict]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                out.append(json.loads(line))
+        return out
+
+
+def raw_token(header: dict, payload: bytes, secret: str) -> str:
+    """A signed HS256 token with an arbitrary payload (for claims that are not an object)."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    return jwt.api_jws.encode(payload, secret, algorithm="HS256", headers=header)
+
+
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def _status(url: str) -> int | None:
+    try:
+        return httpx.get(url, timeout=2).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def start_gateway(cluster: Cluster, dbname: str, log_path: Path, *, wait_ready: bool = True, **extra) -> Gw:
+    secret = secrets.token_urlsafe(40)
+    port, admin_port = free_port(), free_port()
+    args = [
+        sys.executable, "-m", "gateway",
+        "--db-url", cluster.url(dbname, user="authenticator"),
+        "--jwt-secret", secret, "--host", "127.0.0.1",
+        "--port", str(port), "--admin-port", str(admin_port), "--log-level", "debug",
+    ]  # fmt: skip
+    for k, v in extra.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it
+    proc = subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    gw = Gw(
+        f"http://127.0.0.1:{port}",
+        f"http://127.0.0.1:{admin_port}",
+        cluster.url(dbname),
+        secret,
+        log_path,
+        proc,
+    )
+    target = "/ready" if wait_ready else "/live"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+        return _status(gw.admin_url + target) == 200
+
+    wait_until(up, timeout=30, what=f"gateway {target}")
+    return gw
+
+
+def stop_gateway(gw: Gw) -> int:
+    gw.proc.terminate()
+    try:
+        return gw.proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        gw.proc.kill()
+        return gw.proc.wait()
+
+
+def install_fixtures(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(FIXTURES.read_text())
+
+
+def dbname_of(url: str) -> str:
+    return conninfo_to_dict(url)["dbname"]
+
+
+@pytest.fixture(scope="module")
+def gw(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
+    name = f"gw_{os.getpid()}_{secrets.token_hex(3)}"
+    cluster.create_database(name, template=testing.TEMPLATE_DB)
+    try:
+        install_fixtures(cluster.url(name))
+        gateway = start_gateway(cluster, name, tmp_path_factory.mktemp("gw") / "gateway.log")
+        try:
+            yield gateway
+        finally:
+            stop_gateway(gateway)
+    finally:
+        cluster.drop_database(name)
+
+
+@pytest.fixture
+def anon(gw: Gw) -> Iterator[httpx.Client]:
+    with gw.client() as c:
+        yield c
+
+
+@pytest.fixture
+def svc(gw: Gw) -> Iterator[httpx.Client]:
+    with gw.client("service") as c:
+        yield c
+
+
+def assert_error(r: httpx.Response, status: int, code: str) -> dict:
+    assert r.status_code == status, (r.status_code, r.text)
+    body = r.json()
+    assert set(body) == ERROR_KEYS, body
+    assert body["code"] == code, body
+    assert r.headers["content-type"] == "application/json; charset=utf-8"
+    return body
