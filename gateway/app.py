@@ -274,11 +274,16 @@ class Gateway:
 
     async def reload(self) -> bool:
         """(Re)load the schema cache; the old one keeps serving until the new one is complete."""
-        assert self.pool is not None
         async with self._reload_lock:
             start = time.perf_counter()
             try:
-                async with self.pool.connection() as conn:
+                # Its own short-lived connection: fails fast when the database is away, and never
+                # waits behind request traffic for a pooled one.
+                async with await psycopg.AsyncConnection.connect(
+                    _with_app_name(self.config.db_url, "gateway-schema-cache"),
+                    autocommit=True,
+                    connect_timeout=10,
+                ) as conn:
                     cache = await load(conn, self.config.schema)
             except Exception as exc:  # noqa: BLE001 - logged; the caller retries
                 self.log.error("schema_cache_load_failed", error=str(exc), schema=self.config.schema)

@@ -6,7 +6,6 @@ change the schema start their own with `start_gateway` on the per-test `db_url`.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import secrets
@@ -65,9 +64,6 @@ class Gw:
 def raw_token(header: dict, payload: bytes, secret: str) -> str:
     """A signed HS256 token with an arbitrary payload (for claims that are not an object)."""
 
-    def b64(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
     return jwt.api_jws.encode(payload, secret, algorithm="HS256", headers=header)
 
 
@@ -95,7 +91,7 @@ def start_gateway(cluster: Cluster, dbname: str, log_path: Path, *, wait_ready: 
     args = [
         sys.executable, "-m", "gateway",
         "--db-url", cluster.url(dbname, user="authenticator"),
-        "--jwt-secret", secret, "--host", "127.0.0.1",
+        f"--jwt-secret={secret}", "--host", "127.0.0.1",
         "--port", str(port), "--admin-port", str(admin_port), "--log-level", "debug",
     ]  # fmt: skip
     for k, v in extra.items():

@@ -51,6 +51,11 @@ language sql volatile security definer set search_path = '' as $$
     insert into gwt.notes (body) values (note) returning id, body
 $$;
 
+create function api.t_write_many(notes text[]) returns setof api.t_note
+language sql volatile security definer set search_path = '' as $$
+    insert into gwt.notes (body) select unnest(notes) returning id, body
+$$;
+
 -- errors -----------------------------------------------------------------------------------------
 create function api.t_raise(state text) returns int language plpgsql stable as $$
 begin
