@@ -23,6 +23,10 @@ alter table core.wallets enable row level security;
 comment on table core.wallets is 'Accounts of the ledger: one per seller and currency, plus the platform''s fee and clearing wallets.';
 comment on column core.wallets.kind is 'SELLER (seller earnings), PLATFORM_FEES (platform revenue), PAYMENT_CLEARING (money received from customers).';
 
+-- The unique key leads with kind, so the sellers FK had no index of its own.
+create index wallets_seller_id_idx on core.wallets (seller_id);
+comment on index core.wallets_seller_id_idx is 'Serves the sellers FK and a seller''s wallets (wallet_id by seller_id).';
+
 create table core.ledger_transactions (
     id          bigint generated always as identity,
     kind        text not null,
@@ -54,6 +58,17 @@ comment on column core.ledger_entries.amount is 'Positive credits the wallet, ne
 
 create index ledger_entries_transaction_id_idx on core.ledger_entries (transaction_id);
 comment on index core.ledger_entries_transaction_id_idx is 'Serves the balance check at commit (sum of one transaction''s entries) and the FK.';
+-- (wallet_id, amount, created_at): a balance is sum(amount) where wallet_id = $1 (core.wallet_balances),
+-- answered by an Index Only Scan without touching the heap; created_at also serves a wallet's
+-- statement over a period. Measured (make explain, 613,047 entries): a seller wallet's balance,
+-- Index Only Scan 0.34 ms vs Seq Scan 72 ms. docs/indexes.md.
+create index ledger_entries_wallet_id_amount_created_at_idx on core.ledger_entries (wallet_id, amount, created_at);
+comment on index core.ledger_entries_wallet_id_amount_created_at_idx is
+    'Serves a wallet''s balance (sum(amount) where wallet_id = $1, index-only) and the wallets FK.';
+-- Measured (make explain): the latest 50 entries, Index Scan 0.02 ms vs Parallel Seq Scan + sort 72 ms.
+create index ledger_entries_created_at_idx on core.ledger_entries (created_at desc);
+comment on index core.ledger_entries_created_at_idx is
+    'Serves the latest ledger entries (order by created_at desc limit N) and entries in a time range.';
 
 create function core.tg_ledger_entries__check_balance()
 returns trigger

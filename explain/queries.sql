@@ -1,0 +1,157 @@
+-- =================================================================================================
+-- The key queries of the lifecycle and of the Track B metrics endpoints, written as the SQL functions
+-- run them ($1, $2 … are the functions' parameters). explain/suite.py prepares each one, runs
+-- EXPLAIN (ANALYZE, FORMAT JSON) with a custom plan and with a generic plan (what a non-inlined SQL
+-- function and a PL/pgSQL function after five calls get), and checks the plan.
+--
+-- Headers of each query:
+--   -- name: <id>            one per query, first
+--   -- serves: <text>        the function / endpoint that runs it
+--   -- expect: <index>       the index the plan must use (dropped, in a rolled-back transaction, to
+--                            measure the query without it); more than one expect line means "all"
+--   -- expect-node: <type>   the plan node that must read it (e.g. Index Only Scan), when it matters
+--   -- params: <select>      one row whose columns are $1, $2 … (picked from the seeded data)
+--   -- as-agent: <select>    run as PostgREST runs an agent's request: role agent, JWT sub = this id,
+--                            so the row-level security policies are part of the plan
+-- =================================================================================================
+
+-- name: wallet_balance
+-- serves: a seller wallet's balance (core.wallet_balances: sum of amount by wallet_id)
+-- expect: ledger_entries_wallet_id_amount_created_at_idx
+-- expect-node: Index Only Scan
+-- params: select w.wallet_id from explain_params w where w.k = 'busiest_seller_wallet'
+select b.wallet_id, b.currency, b.balance
+  from core.wallet_balances b
+ where b.wallet_id = $1;
+
+-- name: latest_ledger_entries
+-- serves: the latest ledger entries (admin ledger view, newest first)
+-- expect: ledger_entries_created_at_idx
+-- params: select 50
+select e.id, e.transaction_id, e.wallet_id, e.amount, e.created_at
+  from core.ledger_entries e
+ order by e.created_at desc
+ limit $1;
+
+-- name: agent_assignments
+-- serves: agent_metrics: one agent's assignments in one status over a period, newest first
+-- expect: shipping_assignments_agent_id_status_created_at_idx
+-- params: select p.agent_id, 'DELIVERED', p.t_from, p.t_to from explain_params p where p.k = 'busiest_agent'
+select a.id, a.order_id, a.status, a.created_at, a.delivered_at, a.sla_due_at
+  from core.shipping_assignments a
+ where a.agent_id = $1 and a.status = $2 and a.created_at >= $3 and a.created_at < $4
+ order by a.created_at desc
+ limit 100;
+
+-- name: agent_status_counts
+-- serves: agent_metrics: one agent's assignment counts by status over a period
+-- expect: shipping_assignments_agent_id_status_created_at_idx
+-- params: select p.agent_id, p.t_from, p.t_to from explain_params p where p.k = 'busiest_agent'
+select a.status, count(*) as assignments,
+       count(*) filter (where a.delivered_at <= a.sla_due_at) as on_time
+  from core.shipping_assignments a
+ where a.agent_id = $1 and a.created_at >= $2 and a.created_at < $3
+ group by a.status;
+
+-- name: sla_summary
+-- serves: sla_summary: delivered assignments of a period, on time vs late
+-- expect: shipping_assignments_delivered_at_idx
+-- params: select p.t_from, p.t_to from explain_params p where p.k = 'last_week'
+select count(*) as delivered,
+       count(*) filter (where a.delivered_at <= a.sla_due_at) as on_time,
+       count(*) filter (where a.delivered_at > a.sla_due_at) as late,
+       avg(a.delivered_at - a.accepted_at) as mean_accept_to_deliver
+  from core.shipping_assignments a
+ where a.status = 'DELIVERED' and a.delivered_at >= $1 and a.delivered_at < $2;
+
+-- name: leaderboard
+-- serves: agent_leaderboard: agents by deliveries over a period (top 20)
+-- expect: shipping_assignments_delivered_at_idx
+-- params: select p.t_from, p.t_to from explain_params p where p.k = 'last_week'
+select a.agent_id, count(*) as delivered,
+       count(*) filter (where a.delivered_at <= a.sla_due_at) as on_time
+  from core.shipping_assignments a
+ where a.status = 'DELIVERED' and a.delivered_at >= $1 and a.delivered_at < $2
+ group by a.agent_id
+ order by delivered desc, a.agent_id
+ limit 20;
+
+-- name: agents_for_zip
+-- serves: offer_assignment's eligibility check and geographic coverage: active agents serving a zip
+-- expect: delivery_agents_serviceable_zip_codes_idx
+-- params: select p.zip from explain_params p where p.k = 'busiest_zip'
+select d.id, d.name
+  from core.delivery_agents d
+ where d.status = 'ACTIVE' and d.serviceable_zip_codes @> array[$1::text];
+
+-- name: open_offers
+-- serves: an agent's open offers: OFFERED assignments in its zip codes, oldest first
+-- expect: shipping_assignments_offered_zip_code_idx
+-- params: select p.agent_id from explain_params p where p.k = 'busiest_agent'
+select a.id, a.order_id, a.zip_code, a.sla_due_at, a.created_at
+  from core.delivery_agents d
+ cross join lateral unnest(d.serviceable_zip_codes) as z (zip_code)
+  join core.shipping_assignments a on a.zip_code = z.zip_code and a.status = 'OFFERED'
+ where d.id = $1
+ order by a.created_at
+ limit 50;
+
+-- name: order_history
+-- serves: one order's status history, in version order
+-- expect: order_status_history_order_id_version_key
+-- params: select p.order_id from explain_params p where p.k = 'some_order'
+select h.version, h.from_status, h.to_status, h.actor, h.created_at
+  from core.order_status_history h
+ where h.order_id = $1
+ order by h.version;
+
+-- name: order_shipping_steps
+-- serves: one order's delivery steps (GET /assignment_status_history?order_id=eq.…)
+-- expect: assignment_status_history_order_id_idx
+-- params: select p.order_id from explain_params p where p.k = 'some_order'
+select h.assignment_id, h.from_status, h.to_status, h.agent_id, h.created_at
+  from core.assignment_status_history h
+ where h.order_id = $1
+ order by h.assignment_id, h.id;
+
+-- name: agent_activity
+-- serves: agent_activity: an agent's latest 50 steps
+-- expect: assignment_status_history_agent_id_created_at_idx
+-- params: select p.agent_id from explain_params p where p.k = 'busiest_agent'
+select h.id, h.assignment_id, h.order_id, h.from_status, h.to_status, h.reason, h.created_at
+  from core.assignment_status_history h
+ where h.agent_id = $1
+ order by h.created_at desc
+ limit 50;
+
+-- name: refundable_amount
+-- serves: initiate_refund: what a captured payment still has to refund (refunds by payment)
+-- expect: refunds_payment_id_idx
+-- params: select p.payment_id from explain_params p where p.k = 'refunded_payment'
+select p.amount - coalesce((select sum(r.amount)
+                              from core.refunds r
+                             where r.payment_id = p.id and r.status in ('INITIATED', 'COMPLETED')), 0)
+       as refundable
+  from core.payments p
+ where p.id = $1;
+
+-- name: agent_open_offers_api
+-- serves: GET /shipping_assignments?status=eq.OFFERED&order=created_at as an agent (RLS: its zip codes)
+-- expect: shipping_assignments_offered_zip_code_idx
+-- params: select 50
+-- as-agent: select p.agent_id from explain_params p where p.k = 'busiest_agent'
+select a.id, a.order_id, a.zip_code, a.sla_due_at, a.created_at
+  from api.shipping_assignments a
+ where a.status = 'OFFERED'
+ order by a.created_at
+ limit $1;
+
+-- name: agent_activity_api
+-- serves: GET /assignment_status_history?order=created_at.desc&limit=50 as an agent (RLS: its own steps)
+-- expect: assignment_status_history_agent_id_created_at_idx
+-- params: select 50
+-- as-agent: select p.agent_id from explain_params p where p.k = 'busiest_agent'
+select h.id, h.assignment_id, h.order_id, h.from_status, h.to_status, h.created_at
+  from api.assignment_status_history h
+ order by h.created_at desc
+ limit $1;
