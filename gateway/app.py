@@ -590,14 +590,20 @@ class Gateway:
                 while True:
                     attempt += 1
                     try:
-                        await conn.execute(sqlbuild.BEGIN[read_only], prepare=False)
-                        await conn.execute(sqlbuild.SET_CONFIG, setcfg)
-                        cur = await conn.execute(built.query, built.params)
+                        # One round trip: BEGIN, the settings, the statement (and COMMIT, unless the
+                        # result must be checked first). An error skips the rest of the pipeline.
+                        async with conn.pipeline():
+                            await conn.execute(sqlbuild.BEGIN[read_only], prepare=False)
+                            await conn.execute(sqlbuild.SET_CONFIG, setcfg)
+                            cur = await conn.execute(built.query, built.params)
+                            if not single:
+                                await conn.execute("commit", prepare=False)
                         row = await cur.fetchone()
-                        if single and row is not None and row[1] != 1:
-                            await conn.execute("rollback", prepare=False)
-                            raise errors.singularity_error(row[1])
-                        await conn.execute("commit", prepare=False)
+                        if single:
+                            if row is not None and row[1] != 1:
+                                await conn.execute("rollback", prepare=False)
+                                raise errors.singularity_error(row[1])
+                            await conn.execute("commit", prepare=False)
                         return row  # type: ignore[return-value]
                     except psycopg.Error as exc:
                         await _rollback(conn)
