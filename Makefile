@@ -22,6 +22,10 @@ run: deps
 test: deps
 	$(WAYBILL) test
 
+# Lifecycle throughput vs bare-insert baseline at 1/8/32 clients (bench/README.md); BENCH_ARGS passes options.
+bench: deps
+	$(PY) -m bench.lifecycle $(BENCH_ARGS)
+
 # The EXPLAIN suite (docs/indexes.md): a throw-away cluster, 200,000 orders, every key query's plan
 # checked and timed with and without its index. Options: make explain EXPLAIN_ARGS='--help'.
 explain: deps
