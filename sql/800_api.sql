@@ -99,7 +99,9 @@ create policy staff_read on core.shipping_assignments for select to admin, platf
 comment on policy staff_read on core.shipping_assignments is 'Admins and services read every assignment.';
 create policy agent_reads_own_and_offers on core.shipping_assignments for select to agent
     using (agent_id = (select auth.agent_id())
-           or (status = 'OFFERED' and (select auth.agent_zip_codes()) @> array[zip_code]));
+           -- "= any (array)" lets the planner use the OFFERED-by-zip index (an agent reads its ~1,400
+           -- offers, 1-6 ms); "array @> array[zip_code]" read all ~5,000 (5-15 ms). docs/indexes.md.
+           or (status = 'OFFERED' and zip_code = any ((select auth.agent_zip_codes())::text[])));
 comment on policy agent_reads_own_and_offers on core.shipping_assignments is
     'An agent reads its own assignments and the open offers in the zip codes it serves (if ACTIVE).';
 
