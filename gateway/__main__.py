@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,18 @@ from gateway.app import create_admin_app, create_app
 from waybill import log
 from waybill.auth import jwt_secret
 from waybill.settings import get_settings
+
+
+class _ToStructlog(logging.Handler):
+    """uvicorn's and psycopg's own warnings (bad requests, bind errors, pool reconnects) as LogEntry lines."""
+
+    def __init__(self, event: str) -> None:
+        super().__init__(logging.WARNING)
+        self.event = event
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = "error" if record.levelno >= logging.ERROR else "warning"
+        getattr(log.get_logger(), level)(self.event, logger=record.name, message=record.getMessage())
 
 
 class _Server(uvicorn.Server):
@@ -77,6 +90,11 @@ async def serve(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise SystemExit(f"gateway: {exc}") from exc
     admin = create_admin_app(app.state.gateway)
+    for name, event in (("uvicorn", "http_server_message_logged"), ("psycopg", "db_pool_message_logged")):
+        std = logging.getLogger(name)
+        std.handlers = [_ToStructlog(event)]
+        std.setLevel(logging.WARNING)
+        std.propagate = False
     common = {"log_config": None, "access_log": False, "server_header": False, "date_header": True}
     main_server = _Server(uvicorn.Config(app, host=args.host, port=args.port, lifespan="on", **common))
     admin_server = _Server(
@@ -91,16 +109,23 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
     logger = log.get_logger()
+
+    async def run(server: uvicorn.Server) -> int:
+        try:
+            await server.serve()
+        except SystemExit as exc:  # uvicorn exits on startup failures (e.g. a port in use)
+            return int(exc.code or 1)
+        return 0 if server.started else 1
+
     logger.info("gateway_server_started", host=args.host, port=args.port, admin_port=args.admin_port)
-    main_task = asyncio.create_task(main_server.serve())
-    admin_task = asyncio.create_task(admin_server.serve())
-    done, _ = await asyncio.wait({main_task, admin_task}, return_when=asyncio.FIRST_COMPLETED)
+    tasks = {asyncio.create_task(run(main_server)), asyncio.create_task(run(admin_server))}
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     stop()
-    await asyncio.gather(main_task, admin_task, return_exceptions=True)
-    failed = [t for t in done if t.exception() is not None]
-    logger.info("gateway_server_stopped")
-    if failed or main_server.started is False:
+    codes = await asyncio.gather(*tasks)
+    if any(codes):
+        logger.error("gateway_server_failed", exit_codes=sorted(codes))
         raise SystemExit(1)
+    logger.info("gateway_server_stopped")
 
 
 def main(argv: list[str] | None = None) -> int:

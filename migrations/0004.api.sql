@@ -20,9 +20,9 @@ create function auth.agent_id()
 returns bigint
 language sql
 stable
-set search_path = ''
 as $$
-    -- The delivery agent behind an agent token (its numeric sub), else null.
+    -- The delivery agent behind an agent token (its numeric sub), else null. No SET clause, so it
+    -- inlines into the RLS policies (see sql/070_auth.sql).
     select case when auth.role() = 'agent' and auth.sub() ~ '^[0-9]{1,18}$' then auth.sub()::bigint end
 $$;
 comment on function auth.agent_id() is 'The calling delivery agent''s id (JWT role agent, numeric sub), or null.';

@@ -1,13 +1,15 @@
 -- =================================================================================================
 -- 070 Auth helpers
 -- The request's JWT claims as PostgREST v12+ sets them: one JSON GUC, request.jwt.claims.
+-- These SQL functions name everything schema-qualified and carry no SET clause, so the planner can
+-- inline them into RLS policies and callers (a SET search_path would forbid inlining: auth.actor()
+-- cost 0.06-0.08 ms per call with it, bench/lifecycle).
 -- =================================================================================================
 
 create function auth.jwt()
 returns jsonb
 language sql
 stable
-set search_path = ''
 as $$
     select coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb
 $$;
@@ -17,7 +19,6 @@ create function auth.role()
 returns text
 language sql
 stable
-set search_path = ''
 as $$
     select coalesce(auth.jwt() ->> 'role', current_user::text)
 $$;
@@ -27,7 +28,6 @@ create function auth.sub()
 returns text
 language sql
 stable
-set search_path = ''
 as $$
     select auth.jwt() ->> 'sub'
 $$;
@@ -37,7 +37,6 @@ create function auth.actor()
 returns text
 language sql
 stable
-set search_path = ''
 as $$
     -- Who is acting, for history rows: "role:sub", "role" without a subject, or the database role.
     select auth.role() || coalesce(':' || auth.sub(), '')
