@@ -14,7 +14,7 @@ def _client(api: Api, role: str | None = None, sub: int | None = None) -> SyncPo
     if role:
         headers["Authorization"] = f"Bearer {api.token(role, sub)}"
     # retry_enabled=False: the client retries GETs on 503, which would hide what the server said.
-    return SyncPostgrestClient(api.base_url, schema="api", headers=headers, timeout=30, retry_enabled=False)
+    return SyncPostgrestClient(api.base_url, schema="api", headers=headers, retry_enabled=False)
 
 
 def test_lifecycle_through_the_client(api: Api, world: dict) -> None:
