@@ -70,7 +70,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--anon-role", default="anon")
     p.add_argument("--pool-size", type=int, default=10)
     p.add_argument("--log-level", default=settings.log_level)
-    return p.parse_args(argv)
+    return p.parse_args(_glue_values(sys.argv[1:] if argv is None else argv))
+
+
+def _glue_values(argv: list[str]) -> list[str]:
+    """`--jwt-secret -x...` as `--jwt-secret=-x...`: a generated secret may begin with a dash."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in ("--jwt-secret", "--db-url") and i + 1 < len(argv):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 async def serve(args: argparse.Namespace) -> None:

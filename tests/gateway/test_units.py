@@ -106,3 +106,11 @@ def test_unexpected_exception_is_a_json_500_and_a_log_line(capsys: pytest.Captur
     lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
     failed = [x for x in lines if x["event"] == "http_request_failed"]
     assert failed and failed[0]["request_id"] == "boom-1" and "kaboom" in failed[0]["error"]
+
+
+def test_cli_accepts_a_secret_that_begins_with_a_dash() -> None:
+    from gateway.__main__ import parse_args
+
+    args = parse_args(["--jwt-secret", "-abc" + "x" * 40, "--db-url", "postgresql:///x", "--port", "1"])
+    assert args.jwt_secret == "-abc" + "x" * 40
+    assert (args.db_url, args.port) == ("postgresql:///x", 1)
