@@ -8,8 +8,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test deps lint explain bench clean
 
+# Debian's python3 lacks ensurepip until python3-venv is installed: as root, install it and retry.
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    rm -rf $(VENV) && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv \
+	    && $(PYTHON) -m venv $(VENV); \
+	  else echo "python3 -m venv failed: run 'apt-get install python3-venv' as root" >&2; exit 1; fi; }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
@@ -20,6 +25,7 @@ run: deps
 	$(WAYBILL) run
 
 test: deps
+	$(VENV)/bin/ruff check .
 	$(WAYBILL) test
 
 # Lifecycle throughput vs bare-insert baseline at 1/8/32 clients (bench/README.md); BENCH_ARGS passes options.
@@ -32,8 +38,8 @@ explain: deps
 	$(PY) explain/suite.py $(EXPLAIN_ARGS)
 
 lint: deps
-	$(VENV)/bin/ruff check waybill tests bench
-	$(VENV)/bin/ruff format --check waybill tests bench
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

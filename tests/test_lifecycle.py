@@ -36,17 +36,14 @@ def test_order_to_delivery_and_refund(conn: psycopg.Connection) -> None:
         ("SHIPPED", "DELIVERED", 4),
     ]
     steps = conn.execute(
-        "select to_status, agent_id from core.assignment_status_history "
-        "where assignment_id = %s order by id",
+        "select to_status, agent_id from core.assignment_status_history where assignment_id = %s order by id",
         [assignment_id],
     ).fetchall()
     assert [s for s, _ in steps] == ["OFFERED", "ACCEPTED", "PICKED_UP", "IN_TRANSIT", "DELIVERED"]
     assert {a for _, a in steps[1:]} == {agent}
 
     payment_id = one(conn, "select id from core.payments where order_id = %s", [order_id])[0]
-    refund_id = one(conn, "select id from core.initiate_refund(%s, 2000, 'damaged')", [payment_id])[
-        0
-    ]
+    refund_id = one(conn, "select id from core.initiate_refund(%s, 2000, 'damaged')", [payment_id])[0]
     conn.execute("select core.complete_refund(%s)", [refund_id])
 
     # Fee 10 % of 12,345 rounded half up = 1,235; the refund of 2,000 reverses floor(1235*2000/12345) = 200.
@@ -77,16 +74,10 @@ def test_capture_is_idempotent_on_provider_ref(conn: psycopg.Connection) -> None
         [p["customer"], p["seller"], p["zip"]],
     )[0]
     payment_id = one(conn, "select id from core.payments where order_id = %s", [order_id])[0]
-    first = one(
-        conn, "select status, captured_at from core.capture_payment(%s, 'pi_same')", [payment_id]
-    )
-    again = one(
-        conn, "select status, captured_at from core.capture_payment(%s, 'pi_same')", [payment_id]
-    )
+    first = one(conn, "select status, captured_at from core.capture_payment(%s, 'pi_same')", [payment_id])
+    again = one(conn, "select status, captured_at from core.capture_payment(%s, 'pi_same')", [payment_id])
     assert first == again == ("CAPTURED", first[1])
-    n = one(
-        conn, "select count(*) from core.ledger_transactions where payment_id = %s", [payment_id]
-    )[0]
+    n = one(conn, "select count(*) from core.ledger_transactions where payment_id = %s", [payment_id])[0]
     assert n == 1
 
 
@@ -104,9 +95,7 @@ def test_bad_input_raises_registered_error_and_changes_nothing(
     conn: psycopg.Connection, sql: str, code: str, status: int
 ) -> None:
     party(conn)
-    before = one(
-        conn, "select (select count(*) from core.orders), (select count(*) from core.payments)"
-    )
+    before = one(conn, "select (select count(*) from core.orders), (select count(*) from core.payments)")
     with pytest.raises(psycopg.Error) as info:
         conn.execute(sql)
     err = from_psycopg(info.value)
@@ -114,9 +103,7 @@ def test_bad_input_raises_registered_error_and_changes_nothing(
     assert (err.code, err.http_status) == (code, status)
     registered = one(conn, "select http_status from ops.error_codes where code = %s", [code])[0]
     assert registered == status
-    after = one(
-        conn, "select (select count(*) from core.orders), (select count(*) from core.payments)"
-    )
+    after = one(conn, "select (select count(*) from core.orders), (select count(*) from core.payments)")
     assert after == before
 
 
@@ -126,9 +113,7 @@ def test_failed_delivery_returns_order_for_a_new_offer(conn: psycopg.Connection)
     agent = p["agents"][0]
     conn.execute("select core.accept_assignment(%s, %s)", [assignment_id, agent])
     conn.execute("select core.advance_assignment(%s, 'PICKED_UP', %s)", [assignment_id, agent])
-    conn.execute(
-        "select core.advance_assignment(%s, 'FAILED', %s, 'nobody home')", [assignment_id, agent]
-    )
+    conn.execute("select core.advance_assignment(%s, 'FAILED', %s, 'nobody home')", [assignment_id, agent])
     assert one(conn, "select status from core.orders where id = %s", [order_id])[0] == "CONFIRMED"
     second = one(conn, "select id from core.offer_assignment(%s)", [order_id])[0]
     assert second != assignment_id

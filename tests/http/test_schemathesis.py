@@ -43,5 +43,7 @@ def test_openapi_fuzz_admin(api: Api) -> None:
         run()
         checked += 1
     assert checked >= 10, f"only {checked} operations in the document"
-    print(f"\nschemathesis: {checked} operations x up to 15 examples, admin token, no 500s, 4-key error bodies")
+    print(
+        f"\nschemathesis: {checked} operations x up to 15 examples, admin token, no 500s, 4-key error bodies"
+    )
     assert not failures, "\n".join(failures[:20])
