@@ -100,6 +100,7 @@ async def serve(args: argparse.Namespace) -> None:
             jwt_aud=args.jwt_aud,
             server_host=args.host,
             server_port=args.port,
+            slow_query_ms=get_settings().slow_query_ms,
         )
     except ValueError as exc:
         raise SystemExit(f"gateway: {exc}") from exc

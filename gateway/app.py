@@ -78,6 +78,7 @@ class GatewayConfig:
     jwt_aud: str | None = None
     channel: str = "pgrst"
     max_attempts: int = 5  # one try + retries on serialization_failure (40001)
+    slow_query_ms: float = 500.0  # the plan's application-level slow-query warning (db_query_slow)
     server_host: str = "127.0.0.1"
     server_port: int = 3000
 
@@ -589,6 +590,7 @@ class Gateway:
             async with self.pool.connection() as conn:
                 while True:
                     attempt += 1
+                    started = time.perf_counter()
                     try:
                         # One round trip: BEGIN, the settings, the statement (and COMMIT, unless the
                         # result must be checked first). An error skips the rest of the pipeline.
@@ -604,6 +606,7 @@ class Gateway:
                                 await conn.execute("rollback", prepare=False)
                                 raise errors.singularity_error(row[1])
                             await conn.execute("commit", prepare=False)
+                        self._warn_if_slow(ctx, started)
                         return row  # type: ignore[return-value]
                     except psycopg.Error as exc:
                         await _rollback(conn)
@@ -617,6 +620,17 @@ class Gateway:
             if exc.sqlstate:
                 raise errors.from_pg_error(exc, ctx.auth.authed) from exc
             raise errors.connection_error(str(exc) or None) from exc
+
+    def _warn_if_slow(self, ctx: Ctx, started: float) -> None:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if elapsed_ms > self.config.slow_query_ms:
+            self.log.warning(
+                "db_query_slow",
+                duration_ms=round(elapsed_ms, 3),
+                threshold_ms=self.config.slow_query_ms,
+                method=ctx.method,
+                path=ctx.path,
+            )
 
     def _prefs(self, request: Request) -> Prefs:
         prefs = parse_prefs(request.headers.getlist("prefer"))
@@ -776,6 +790,7 @@ def create_app(
     server_host: str = "127.0.0.1",
     server_port: int = 3000,
     pool_timeout: float = 10.0,
+    slow_query_ms: float = 500.0,
 ) -> Starlette:
     """The API app; its Gateway (pool, cache, listener) starts and stops with the app's lifespan.
 
@@ -792,6 +807,7 @@ def create_app(
             jwt_aud=jwt_aud,
             server_host=server_host,
             server_port=server_port,
+            slow_query_ms=slow_query_ms,
         )
     )
 

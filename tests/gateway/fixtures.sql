@@ -163,6 +163,8 @@ comment on column api.t_items.name is 'The item''s name';
 
 create view api.t_secret with (security_invoker = true) as select 1 as x;
 
+create function api.t_sleep(ms int) returns int language sql stable as $$ select ms from pg_sleep(ms / 1000.0) $$;
+
 -- grants ------------------------------------------------------------------------------------------
 grant execute on all functions in schema api to anon, service, admin, agent;
 revoke execute on function api.t_private() from anon, service, admin, agent;

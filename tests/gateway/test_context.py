@@ -93,3 +93,22 @@ def test_response_status_and_headers_from_sql(svc: httpx.Client) -> None:
 def test_bad_response_settings(svc: httpx.Client) -> None:
     assert_error(svc.get("/rpc/t_guc_bad_status"), 500, "PGRST112")
     assert_error(svc.get("/rpc/t_guc_bad_headers"), 500, "PGRST111")
+
+
+def test_slow_statement_logs_db_query_slow(gw: Gw, svc: httpx.Client) -> None:
+    """The plan's application-level warning: a database round trip over 500 ms logs db_query_slow."""
+    rid = f"slow-{uuid.uuid4()}"
+    assert svc.get("/rpc/t_sleep", params={"ms": 600}, headers={"X-Request-Id": rid}).json() == 600
+    assert svc.get("/rpc/t_sleep", params={"ms": 1}, headers={"X-Request-Id": rid + "-fast"}).json() == 1
+
+    def find(r: str) -> list[dict]:
+        return [x for x in gw.log_lines() if x.get("request_id") == r and x["event"] == "db_query_slow"]
+
+    line = wait_until(lambda: find(rid), what="db_query_slow line")[0]
+    LogEntry.model_validate(line)
+    assert (line["level"], line["path"]) == ("warn", "/rpc/t_sleep")
+    assert line["duration_ms"] >= 500
+    wait_until(
+        lambda: [x for x in gw.log_lines() if x.get("request_id") == rid + "-fast"], what="fast access line"
+    )
+    assert find(rid + "-fast") == []
