@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 WAYBILL := $(VENV)/bin/waybill
 STAMP := $(VENV)/.installed
 
-.PHONY: run test deps lint explain bench clean
+.PHONY: run test deps lint explain bench bench-http clean
 
 # Debian's python3 lacks ensurepip until python3-venv is installed: as root, install it and retry.
 $(STAMP): pyproject.toml
@@ -31,6 +31,10 @@ test: deps
 # Lifecycle throughput vs bare-insert baseline at 1/8/32 clients (bench/README.md); BENCH_ARGS passes options.
 bench: deps
 	$(PY) -m bench.lifecycle $(BENCH_ARGS)
+
+# HTTP API throughput: gateway vs the same SQL direct vs a no-op app, 1/16/64 clients (bench/README.md).
+bench-http: deps
+	$(PY) -m bench.http $(BENCH_ARGS)
 
 # The EXPLAIN suite (docs/indexes.md): a throw-away cluster, 200,000 orders, every key query's plan
 # checked and timed with and without its index. Options: make explain EXPLAIN_ARGS='--help'.
