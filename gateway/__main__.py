@@ -146,7 +146,12 @@ async def serve(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log.configure("gateway", args.log_level)
-    asyncio.run(serve(args))
+    try:
+        import uvloop  # the faster event loop where it exists (not on Windows)
+    except ImportError:
+        asyncio.run(serve(args))
+    else:
+        uvloop.run(serve(args))
     return 0
 
 

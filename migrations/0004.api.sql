@@ -404,8 +404,10 @@ language sql
 stable
 set search_path = ''
 as $$
-    -- latency_ms: from the start of this transaction (the HTTP front's BEGIN) to now, i.e. one
-    -- round trip for the session settings plus this statement's own work.
+    -- latency_ms: from the start of this transaction (the HTTP front's BEGIN) to now: the server-side
+    -- time to reach this statement. PostgREST and gateway/ pipeline BEGIN, the settings and this
+    -- call, so it is ~0.2-1 ms and grows when the server or the front stalls mid-request; the full
+    -- round trip is what the caller measures around the HTTP call.
     select json_build_object(
         'status', 'ok',
         'latency_ms', round((extract(epoch from clock_timestamp() - transaction_timestamp()) * 1000)::numeric, 3),
@@ -414,7 +416,7 @@ as $$
         'checked_at', clock_timestamp())
 $$;
 comment on function api.health_db() is $$Database health
-status, round-trip latency (ms) and server version.$$;
+status, server-side latency of this request's transaction (ms) and server version.$$;
 grant execute on function api.health_db() to anon, admin, platform_admin, service, agent;
 
 create function api.health_pool()

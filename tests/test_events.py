@@ -172,7 +172,9 @@ def test_events_doc_lists_exactly_the_emitted_events() -> None:
     for path in [*(PROJECT_ROOT / "waybill").glob("*.py"), *(PROJECT_ROOT / "gateway").glob("*.py")]:
         text = path.read_text()
         emitted |= set(re.findall(r'\.(?:warning|info|error)\(\s*"([a-z_]+)"', text))
-        emitted |= set(re.findall(r'\("[a-z]+", "([a-z_]+_logged)"\)', text))  # std loggers bridged to LogEntry
+        emitted |= set(
+            re.findall(r'\("[a-z]+", "([a-z_]+_logged)"\)', text)
+        )  # std loggers bridged to LogEntry
     assert documented == emitted
     assert len(documented) >= 9
 
@@ -195,3 +197,14 @@ def test_log_lines_are_emitted_for_concurrent_threads(capsys: pytest.CaptureFixt
         t.join()
     lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
     assert sorted(x["n"] for x in lines if x["event"] == "bench_thread_done") == [0, 1, 2, 3, 4]
+
+
+def test_python_log_lines_have_the_logentry_shape(capsys: pytest.CaptureFixture[str]) -> None:
+    log.configure("waybill-tests")
+    log.get_logger(request_id="r-1").warning("order_export_failed", error_code="X", rows=3)
+    line = json.loads(capsys.readouterr().err.splitlines()[-1])
+    assert list(line)[:7] == ["ts", "level", "event", "service", "request_id", "duration_ms", "error_code"]
+    entry = LogEntry.model_validate(line)
+    assert (entry.level, entry.service, entry.request_id, line["rows"]) == ("warn", "waybill-tests", "r-1", 3)
+    with pytest.raises(ValueError):
+        log.get_logger().info("NotAnEvent")

@@ -7,6 +7,7 @@ Event names are `domain_action_status`; docs/events.md lists the ones that matte
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -35,17 +36,25 @@ class LogEntry(BaseModel):
 
 
 _LEVELS = {"warning": "warn", "exception": "error"}
+_LEVEL_NAMES = frozenset(Level.__args__)
+_EVENT_RE = re.compile(EVENT_NAME)
+_FIRST = ("ts", "level", "event", "service", "request_id", "duration_ms", "error_code")
 
 
 def _shape(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """structlog processor: fill the LogEntry fields, validate, and order the keys."""
+    """structlog processor: fill the LogEntry fields, check them and order the keys.
+
+    A plain check, not LogEntry.model_validate: on the gateway's hot path pydantic cost ~135 µs per
+    access-log line (bench/http.py); tests validate emitted lines against LogEntry itself.
+    """
     event_dict.setdefault("ts", datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"))
     level = event_dict.pop("level", method)
     event_dict["level"] = _LEVELS.get(level, level)
-    for key in ("request_id", "duration_ms", "error_code"):
-        event_dict.setdefault(key, None)
-    entry = LogEntry.model_validate(event_dict)
-    return entry.model_dump(mode="json")
+    if event_dict["level"] not in _LEVEL_NAMES or not _EVENT_RE.match(str(event_dict.get("event", ""))):
+        raise ValueError(f"not a LogEntry: level {event_dict['level']!r}, event {event_dict.get('event')!r}")
+    ordered = {key: event_dict.pop(key, None) for key in _FIRST}
+    ordered.update(event_dict)
+    return ordered
 
 
 def configure(service: str, level: str = "info") -> None:
