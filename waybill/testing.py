@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from waybill import migrate
-from waybill.cluster import Cluster
+from waybill.cluster import Cluster, ensure_packages, find_pg_bin
 from waybill.settings import PROJECT_ROOT
 
 TEMPLATE_DB = "waybill_template"
@@ -83,12 +82,8 @@ def run_pgtap(cluster: Cluster, files: list[str] | None = None) -> int:
 
 def run_all(pytest_args: list[str]) -> int:
     """`make test`: pgTAP through pg_prove, then pytest, on one throw-away cluster."""
-    if not shutil.which("pg_prove"):
-        print(
-            "pg_prove missing: apt-get install libtap-parser-sourcehandler-pgtap-perl",
-            file=sys.stderr,
-        )
-        return 1
+    # Before any cluster starts: install what is missing (as root) or name it and stop.
+    ensure_packages(find_pg_bin())
     with test_cluster() as cluster:
         build_template(cluster)
         rc = run_pgtap(cluster)
