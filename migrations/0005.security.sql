@@ -80,7 +80,8 @@ begin
          where n.nspname = any (ops.owned_schemas())
            and n.nspowner <> p_owner::regrole
         union all
-        select 2, case o.type when 'composite type' then 'type' else o.type end, o.identity
+        select 2, case o.type when 'composite type' then 'type' when 'statistics object' then 'statistics'
+                              else o.type end, o.identity
           from pg_catalog.pg_depend d
           join pg_catalog.pg_namespace n on n.oid = d.refobjid
           cross join lateral pg_catalog.pg_identify_object(d.classid, d.objid, 0) o
@@ -105,7 +106,8 @@ begin
            and not exists (select 1 from pg_catalog.pg_depend x
                             where x.classid = d.classid and x.objid = d.objid
                               and (x.deptype = 'e'
-                                   or (x.deptype in ('a', 'i') and x.refclassid = 'pg_catalog.pg_class'::regclass)))
+                                   or (o.type = 'sequence' and x.deptype in ('a', 'i')
+                                       and x.refclassid = 'pg_catalog.pg_class'::regclass)))
         order by 1, 2, 3
     loop
         execute format('alter %s %s owner to %I', v_object.kind, v_object.identity, p_owner);
