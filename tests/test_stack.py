@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import jwt
 
 from waybill.cluster import free_port
 from waybill.settings import PROJECT_ROOT
@@ -53,6 +54,9 @@ def test_run_serves_the_api_and_ctrl_c_stops_everything() -> None:
         assert "Waybill is running." in text, text
         assert re.search(r"demo data .*orders", text), text
         token = re.search(r"Bearer (\S+?)'", text).group(1)
+        claims = jwt.decode(token, options={"verify_signature": False})
+        assert claims["role"] == "admin" and claims["exp"] - claims["iat"] == 3600, claims
+        assert "valid 1 h (until " in text and ".venv/bin/waybill token --role admin" in text, text
         url = re.search(r"curl -s '(\S+)'", text).group(1)
         assert url.startswith(f"http://127.0.0.1:{port}/")
         r = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)

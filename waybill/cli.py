@@ -75,6 +75,15 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _ttl(value: str) -> int:
+    from waybill.auth import check_ttl
+
+    try:
+        return check_ttl(int(value))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--ttl ")) from None
+
+
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     from waybill.auth import jwt_secret, mint
 
@@ -130,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("token", help="mint an HS256 JWT for the HTTP API")
     p.add_argument("--role", required=True, choices=["admin", "platform_admin", "service", "agent", "anon"])
     p.add_argument("--sub", help="subject; for agents the delivery agent id")
-    p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    p.add_argument(
+        "--ttl", type=_ttl, default=3600, help="lifetime in seconds (default 3600, at most 86400 = 24 h)"
+    )
     p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("errors-doc", help="write docs/errors.md from the error registry")

@@ -22,7 +22,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from waybill import migrate, seed
-from waybill.auth import jwt_secret, mint
+from waybill.auth import DEFAULT_TTL, jwt_secret, mint
 from waybill.cluster import Cluster
 from waybill.settings import PROJECT_ROOT, Settings
 
@@ -119,7 +119,8 @@ class Stack:
     def banner(self, url: str, seeded: str, front: str) -> str:
         s = self.settings
         api = f"http://{s.api_host}:{s.api_port}"
-        token = mint(jwt_secret(s), "admin", ttl_seconds=24 * 3600)
+        token = mint(jwt_secret(s), "admin", ttl_seconds=DEFAULT_TTL)
+        expires = time.strftime("%H:%M UTC", time.gmtime(time.time() + DEFAULT_TTL))
         lines = [
             "",
             "Waybill is running.",
@@ -134,7 +135,8 @@ class Stack:
         lines += [
             f"  demo data  {seeded}",
             "",
-            "An admin token (24 h):",
+            f"An admin token, valid {DEFAULT_TTL // 3600} h (until {expires}); mint another with",
+            "  .venv/bin/waybill token --role admin",
             f"  {token}",
             "",
             "Try:",
