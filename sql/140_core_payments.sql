@@ -192,6 +192,34 @@ end
 $$;
 comment on function core.lock_payment(bigint) is 'Lock a payment row FOR UPDATE or raise PAYMENT_NOT_FOUND.';
 
+-- The fee rules live here and only here: capture and refund completion call them, and so do the
+-- demo data (waybill/seed.sql) and the tests. Pure arithmetic on their arguments: no SET clause, so
+-- the planner inlines them into set-based callers (seed.sql runs them over every payment).
+create function core.platform_fee(p_amount bigint, p_fee_bps integer)
+returns bigint
+language sql
+immutable
+parallel safe
+as $$
+    -- Basis points of the amount, rounded half up to the minor unit.
+    select (p_amount * p_fee_bps + 5000) / 10000
+$$;
+comment on function core.platform_fee(bigint, integer) is
+    'The platform fee on a captured amount: fee_bps basis points, rounded half up to the minor unit.';
+
+create function core.refund_fee_share(p_fee bigint, p_captured bigint, p_refunded_before bigint, p_amount bigint)
+returns bigint
+language sql
+immutable
+parallel safe
+as $$
+    -- floor(fee * refunded / captured) after this refund minus the same before it: the shares of
+    -- successive partial refunds add up to floor(fee * total refunded / captured), never more than the fee.
+    select (p_fee * (p_refunded_before + p_amount)) / p_captured - (p_fee * p_refunded_before) / p_captured
+$$;
+comment on function core.refund_fee_share(bigint, bigint, bigint, bigint) is
+    'The part of a payment''s fee that a refund of p_amount reverses, after p_refunded_before was refunded.';
+
 create function core.capture_payment(
     p_payment_id bigint,
     p_provider_ref text,
@@ -234,8 +262,7 @@ begin
     select s.* into v_seller
       from core.sellers s join core.orders o on o.seller_id = s.id
      where o.id = v_payment.order_id;
-    -- Fee rounded half up to the minor unit.
-    v_fee := (v_payment.amount * v_seller.fee_bps + 5000) / 10000;
+    v_fee := core.platform_fee(v_payment.amount, v_seller.fee_bps);
 
     update core.payments p
        set status = 'CAPTURED', provider_ref = p_provider_ref, fee_amount = v_fee,
@@ -322,7 +349,7 @@ begin
     if v_payment.status <> 'CAPTURED' then
         perform ops.raise_error('PAYMENT_NOT_CAPTURED', p_payment_id::text);
     end if;
-    select coalesce(sum(r.amount), 0) into v_taken
+    select coalesce(sum(r.amount), 0)::bigint into v_taken  -- never above the captured (bigint) amount
       from core.refunds r where r.payment_id = p_payment_id and r.status in ('INITIATED', 'COMPLETED');
     if p_amount > v_payment.amount - v_taken then
         perform ops.raise_error('REFUND_EXCEEDS_CAPTURED', p_amount::text,
@@ -388,10 +415,9 @@ begin
     end if;
     select * into v_payment from core.payments p where p.id = v_refund.payment_id;
     select o.seller_id into v_seller_id from core.orders o where o.id = v_payment.order_id;
-    select coalesce(sum(r.amount), 0) into v_done
+    select coalesce(sum(r.amount), 0)::bigint into v_done  -- never above the captured (bigint) amount
       from core.refunds r where r.payment_id = v_payment.id and r.status = 'COMPLETED';
-    v_fee_share := (v_payment.fee_amount * (v_done + v_refund.amount)) / v_payment.amount
-                 - (v_payment.fee_amount * v_done) / v_payment.amount;
+    v_fee_share := core.refund_fee_share(v_payment.fee_amount, v_payment.amount, v_done, v_refund.amount);
 
     update core.refunds r
        set status = 'COMPLETED', completed_at = v_now, updated_at = v_now
