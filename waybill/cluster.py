@@ -26,9 +26,8 @@ from urllib.parse import quote
 
 import psycopg
 
-from waybill.settings import PROJECT_ROOT
+from waybill import resources
 
-CONFIG_FILE = PROJECT_ROOT / "config" / "postgresql.waybill.conf"
 SUPERUSER = "postgres"
 
 # Debian packages the cluster needs, keyed by what proves each is installed.
@@ -36,6 +35,8 @@ REQUIRED_PACKAGES = {
     "extension/pg_cron.control": "postgresql-15-cron",
     "extension/pgtap.control": "postgresql-15-pgtap",
     "bin:pg_prove": "libtap-parser-sourcehandler-pgtap-perl",
+    # make test checks every PL/pgSQL function with it (tests/test_sql_lint.py)
+    "extension/plpgsql_check.control": "postgresql-15-plpgsql-check",
 }
 
 
@@ -144,7 +145,12 @@ class ServerUser:
 class Cluster:
     """An embedded PostgreSQL cluster in `data_dir`."""
 
-    def __init__(self, data_dir: Path, db_name: str = "waybill", pg_bin: Path | None = None):
+    def __init__(
+        self, data_dir: Path, db_name: str = "waybill", pg_bin: Path | None = None, extra_conf: str = ""
+    ):
+        """`extra_conf`: postgresql.conf lines appended after the shared settings (tests use it to
+        play a server configured otherwise, e.g. without pg_cron)."""
+        self.extra_conf = extra_conf
         self.data_dir = Path(data_dir).resolve()
         self.pgdata = self.data_dir / "pgdata"
         self.state_file = self.data_dir / "cluster.json"
@@ -241,13 +247,13 @@ class Cluster:
             st["port"] = free_port()
             self._save_state(st)
         files = {
-            "waybill.conf": CONFIG_FILE.read_text(),
+            "waybill.conf": resources.server_config().read_text(),
             "local.conf": (
                 "# Written by waybill/cluster.py at each start.\n"
                 "listen_addresses = '127.0.0.1'\n"
                 f"port = {st['port']}\n"
                 f"unix_socket_directories = '{self.pgdata}'\n"
-                f"cron.database_name = '{self.db_name}'\n"
+                f"cron.database_name = '{self.db_name}'\n" + self.extra_conf
             ),
         }
         for name, text in files.items():
