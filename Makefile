@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 WAYBILL := $(VENV)/bin/waybill
 STAMP := $(VENV)/.installed
 
-.PHONY: run test deps lint explain bench bench-http clean
+.PHONY: run test deps lint explain bench bench-http clean migration
 
 # Debian's python3 lacks ensurepip until python3-venv is installed: as root, install it and retry.
 $(STAMP): pyproject.toml
@@ -40,6 +40,11 @@ bench-http: deps
 # checked and timed with and without its index. Options: make explain EXPLAIN_ARGS='--help'.
 explain: deps
 	$(PY) explain/suite.py $(EXPLAIN_ARGS)
+
+# The next numbered migration + its rollback, depending on the newest one: make migration NAME=add_widgets
+migration: deps
+	@test -n "$(NAME)" || { echo "usage: make migration NAME=short_name" >&2; exit 2; }
+	$(WAYBILL) new-migration '$(NAME)'
 
 lint: deps
 	$(VENV)/bin/ruff check .
