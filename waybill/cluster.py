@@ -5,8 +5,11 @@ through `Cluster`. As root the server runs as the `postgres` system user (initdb
 other user runs it as themselves.
 
 Layout of a data directory:
-    <data_dir>/cluster.json   port, superuser password, JWT secret (0600, the invoking user's)
+    <data_dir>/cluster.json   port and superuser password (0600, the invoking user's)
+    <data_dir>/jwt-secret     the HS256 secret when WAYBILL_JWT_SECRET is unset (0600; waybill/auth.py)
     <data_dir>/pgdata/        the cluster (the server user's, 0700); its socket and log/ live here
+With DATABASE_URL (an existing server) only <data_dir>/jwt-secret and, unless
+WAYBILL_AUTHENTICATOR_PASSWORD is set, <data_dir>/authenticator-password (0600; waybill/stack.py) are used.
 """
 
 from __future__ import annotations

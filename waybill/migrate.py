@@ -118,11 +118,15 @@ def apply_schema_files(url: str) -> None:
 
 
 def set_login_password(url: str, role: str, password: str) -> None:
-    """Give a login role (authenticator, dispatcher) its password; secrets never live in migrations."""
+    """Give a login role (authenticator, dispatcher) its password; secrets never live in migrations.
+
+    The statement carries the SCRAM verifier libpq computes here, never the password itself, so a
+    logged statement (log_min_duration_statement, an audit log) does not reveal it."""
     with psycopg.connect(url, autocommit=True) as conn:
+        verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256")
         conn.execute(
             sql.SQL("alter role {} with login password {}").format(
-                sql.Identifier(role), sql.Literal(password)
+                sql.Identifier(role), sql.Literal(verifier.decode())
             )
         )
 

@@ -53,7 +53,9 @@ class Settings(BaseSettings):
         description="HS256 secret (>= 32 chars); generated per data directory if unset.",
     )
     authenticator_password: str | None = Field(
-        default=None, description="Set by `waybill migrate` as authenticator's login password (PostgREST)."
+        default=None,
+        description="authenticator's login password, set on the role by `waybill migrate` and `waybill run`"
+        " (with DATABASE_URL, `waybill run` generates one into the data directory when this is unset).",
     )
     log_level: str = "info"
     slow_query_ms: float = 500.0
