@@ -5,9 +5,11 @@ undo exactly their own migration.
 - the schema (pg_dump --schema-only);
 - every row a build writes: pg_dump --data-only of every table, sequences included. No registry:
   a reference table another migration fills (webhook event types, metric windows…) is compared as
-  soon as it exists, because the data dump covers all tables but yoyo's bookkeeping;
+  soon as it exists, because the data dump covers all tables but yoyo's bookkeeping (a column a build
+  fills from the clock is listed once in BUILD_TIME_COLUMNS, with its reason);
 - roles: attributes, memberships, per-role settings (cluster-wide, so compared on a cluster of their own);
-- pg_cron jobs (cron.job), when the extension is there.
+- pg_cron jobs (cron.job) of the built database, when the extension is there (both builds run in
+  the cluster's main database, which is cron.database_name, so a migration may create pg_cron).
 """
 
 from __future__ import annotations
@@ -57,21 +59,33 @@ def schema_dump(cluster: Cluster, db: str) -> str:
     return "\n".join(_clean(_pg_dump(cluster, db, "--schema-only")))
 
 
+# Columns whose value a build writes from its clock or randomness ("schema.table.column" -> why), masked
+# before comparing. A reference table that needs one registers it here; none does today.
+BUILD_TIME_COLUMNS: dict[str, str] = {}
+COPY_LINE = re.compile(r"^COPY (\S+) \((.*)\) FROM stdin;$")
+
+
 def data_dump(cluster: Cluster, db: str) -> str:
     """Every table's rows and every sequence's value; rows sorted within each table (their physical
-    order is not part of the data)."""
-    lines, block, out = _clean(_pg_dump(cluster, db, "--data-only")), None, []
+    order is not part of the data), BUILD_TIME_COLUMNS masked."""
+    lines, block, out, masked = _clean(_pg_dump(cluster, db, "--data-only")), None, [], []
     for line in lines:
         if block is not None:
             if line == "\\.":
                 out += sorted(block) + [line]
                 block = None
             else:
-                block.append(line)
+                cells = line.split("\t")
+                for i in masked:
+                    cells[i] = "<build time>"
+                block.append("\t".join(cells))
         else:
             out.append(line)
-            if line.startswith("COPY "):
+            copy = COPY_LINE.match(line)
+            if copy:
                 block = []
+                columns = [c.strip().strip('"') for c in copy.group(2).split(",")]
+                masked = [i for i, c in enumerate(columns) if f"{copy.group(1)}.{c}" in BUILD_TIME_COLUMNS]
     return "\n".join(out)
 
 
@@ -160,8 +174,19 @@ def test_the_comparison_sees_what_it_claims(builds: dict) -> None:
     assert "COPY ops.error_codes" in built["data"] and "COPY core.state_transitions" in built["data"]
     assert "'ORDER_INVALID_TRANSITION'" not in built["data"]  # COPY rows, not INSERTs:
     assert re.search(r"^ORDER_INVALID_TRANSITION\t", built["data"], re.M)
+    # BUILD_TIME_COLUMNS can be masked: the COPY header is parsed into its table and columns
+    headers = [COPY_LINE.match(line) for line in built["data"].splitlines() if line.startswith("COPY ")]
+    assert headers and all(headers) and any(h.group(1) == "ops.error_codes" for h in headers)
     role_names = {r[0] for r in built["roles"] if len(r) == 10}
-    assert {"authenticator", "anon", "service", "agent", "admin", "platform_admin", "dispatcher"} <= role_names
+    assert {
+        "authenticator",
+        "anon",
+        "service",
+        "agent",
+        "admin",
+        "platform_admin",
+        "dispatcher",
+    } <= role_names
     assert ("member", "service", "authenticator", False) in built["roles"]
 
 
@@ -259,3 +284,15 @@ def empty_db(cluster: Cluster):
     yield make
     for n in names:
         cluster.drop_database(n)
+
+
+def test_cron_jobs_are_part_of_the_comparison(cluster: Cluster) -> None:
+    """pg_cron lives only in cron.database_name (the test cluster's main database): a job scheduled
+    there shows up in the snapshot, without its id."""
+    with cluster.connect(cluster.db_name, autocommit=True) as conn:
+        conn.execute("create extension if not exists pg_cron")
+        try:
+            conn.execute("select cron.schedule('waybill-drift-probe', '0 0 1 1 *', 'select 1')")
+            assert cron_jobs(conn) == [("waybill-drift-probe", "0 0 1 1 *", "select 1", "postgres", True)]
+        finally:
+            conn.execute("drop extension pg_cron")
