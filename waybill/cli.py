@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     args.pytest_args = extra
     try:
         return args.func(args, get_settings())
-    except (RuntimeError, ValueError) as exc:  # ClusterError and stack start-up failures
+    # ClusterError, stack start-up failures (process.NotReady, migrate.ServerNotReady), seed's PermissionError
+    except (RuntimeError, ValueError, PermissionError) as exc:
         print(f"waybill: {exc}", file=sys.stderr)
         return 1
 

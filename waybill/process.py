@@ -26,6 +26,10 @@ class ChildExited(RuntimeError):
     """The child exited while we were waiting for it to be ready."""
 
 
+class NotReady(RuntimeError):
+    """The condition did not hold before the deadline (or the wait was cancelled)."""
+
+
 def start(
     args: Sequence[str],
     *,
@@ -54,7 +58,7 @@ def wait_until(
     """Poll `condition` until it returns something truthy (returned) or `timeout` seconds pass.
 
     Raises ChildExited if `child` exits first (`describe_exit` may add e.g. the tail of its log),
-    TimeoutError at the deadline or when `cancel` is set.
+    NotReady at the deadline or when `cancel` is set (both RuntimeErrors: the CLI reports them).
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -65,7 +69,7 @@ def wait_until(
         if result:
             return result
         if time.monotonic() > deadline or (cancel is not None and cancel.is_set()):
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise NotReady(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
 
 

@@ -70,7 +70,7 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: s
     """Poll `predicate` with a deadline (waybill.process.wait_until), as an assertion for tests."""
     try:
         return process.wait_until(predicate, timeout=timeout, interval=interval, what=what)
-    except TimeoutError as exc:
+    except process.NotReady as exc:
         raise AssertionError(str(exc)) from None
 
 
