@@ -51,4 +51,4 @@ lint: deps
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache build

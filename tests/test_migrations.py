@@ -31,7 +31,7 @@ YOYO_TABLES = ("--exclude-table=public._yoyo*", "--exclude-table=public.yoyo_loc
 # Landed before the one-chain rule, never to be edited: 0003 depends on 0001 (it touches only 0001's
 # tables) and 0004 on 0002, so 0003 is a second head (yoyo still applies it before 0004: file order).
 # Every later migration depends on exactly the one before it.
-LANDED_FORKS = {"0003.sprint8_indexes": ["0001.foundation"], "0004.api": ["0002.slow_queries"]}
+LANDED_DEPENDS = {"0003.sprint8_indexes": ["0001.foundation"], "0004.api": ["0002.slow_queries"]}
 
 
 def _pg_dump(cluster: Cluster, db: str, *args: str) -> str:
@@ -213,7 +213,7 @@ def test_one_chain_every_migration_depends_on_the_one_before() -> None:
     assert len({i[:4] for i in ids}) == len(ids), f"two migrations share a number: {ids}"
     for previous, f in zip([None, *ids], files, strict=False):
         depends = migrate.depends_of(f.read_text())
-        expected = LANDED_FORKS.get(f.name.removesuffix(".sql"), [previous] if previous else [])
+        expected = LANDED_DEPENDS.get(f.name.removesuffix(".sql"), [previous] if previous else [])
         assert depends == expected, f"{f.name} depends on {depends}, expected {expected}"
     depended_on = {d for f in files for d in migrate.depends_of(f.read_text())}
     heads = [i for i in ids if i not in depended_on and i != "0003.sprint8_indexes"]

@@ -67,10 +67,12 @@ def new_migrations() -> list[Path]:
 
 def run_squawk(files: list[Path]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [squawk(), "--pg-version", "15", *map(str, files)],
+        # yoyo runs each migration file in one transaction: squawk then knows a failed file leaves
+        # nothing behind (no IF NOT EXISTS needed) and that SET LOCAL lasts for the whole file.
+        [squawk(), "--pg-version", "15", "--assume-in-transaction", *map(str, files)],
         capture_output=True,
         text=True,
-        env={"NO_COLOR": "1", "PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin"},
     )
 
 
