@@ -6,6 +6,10 @@
 -- =================================================================================================
 -- Roles (sql/000_roles.sql): waybill_owner, and per-request time limits of the request roles
 -- =================================================================================================
+-- A deploy never hangs behind a long transaction: wait at most 5 s for a lock, 2 min in all.
+set local lock_timeout = '5s';
+set local statement_timeout = '120s';
+
 do $roles$
 begin
     -- waybill_owner: owns the schema objects; cannot log in, create roles or databases, or bypass RLS.
@@ -136,6 +140,8 @@ update ops.error_codes
 create table core.currencies (
     code          text not null,
     numeric_code  text not null,
+    -- ISO 4217 minor units are 0..4: a smallint cannot overflow.
+    -- squawk-ignore prefer-bigint-over-smallint
     minor_unit    smallint not null,
     name          text not null,
     constraint currencies_pkey primary key (code),
@@ -253,23 +259,39 @@ comment on function core.refund_fee_share(bigint, bigint, bigint, bigint) is
 
 -- Existing rows must satisfy the new rules: an amount above the maximum or an unknown currency
 -- stops this migration (fix the row first; such an order could never be refunded anyway).
+-- Lint allowlist: yoyo runs a migration in one transaction, where CONCURRENTLY and a separate
+-- VALIDATE cannot be used; these tables are scanned once, under the 5 s lock_timeout above.
 alter table core.orders
+    -- squawk-ignore ban-drop-constraint
     drop constraint orders_amount_positive_check,
+    -- squawk-ignore constraint-missing-not-valid
     add constraint orders_amount_range_check check (amount between 1 and core.amount_max()),
+    -- squawk-ignore constraint-missing-not-valid, adding-foreign-key-constraint
     add constraint orders_currency_fkey foreign key (currency) references core.currencies (code);
 -- Low cardinality, but the FK check on a currency row's removal needs it; deduplicated, it is small.
+-- squawk-ignore require-concurrent-index-creation
 create index orders_currency_idx on core.orders (currency);
 comment on index core.orders_currency_idx is 'Serves the currencies FK (a currency row cannot go while an order uses it).';
 
+-- Lint allowlist: yoyo runs a migration in one transaction, where CONCURRENTLY and a separate
+-- VALIDATE cannot be used; these tables are scanned once, under the 5 s lock_timeout above.
 alter table core.payments
+    -- squawk-ignore ban-drop-constraint
     drop constraint payments_amount_positive_check,
+    -- squawk-ignore constraint-missing-not-valid
     add constraint payments_amount_range_check check (amount between 1 and core.amount_max()),
+    -- squawk-ignore constraint-missing-not-valid, adding-foreign-key-constraint
     add constraint payments_currency_fkey foreign key (currency) references core.currencies (code);
+-- squawk-ignore require-concurrent-index-creation
 create index payments_currency_idx on core.payments (currency);
 comment on index core.payments_currency_idx is 'Serves the currencies FK (a currency row cannot go while a payment uses it).';
 
+-- Lint allowlist: yoyo runs a migration in one transaction, where CONCURRENTLY and a separate
+-- VALIDATE cannot be used; these tables are scanned once, under the 5 s lock_timeout above.
 alter table core.wallets
+    -- squawk-ignore constraint-missing-not-valid, adding-foreign-key-constraint
     add constraint wallets_currency_fkey foreign key (currency) references core.currencies (code);
+-- squawk-ignore require-concurrent-index-creation
 create index wallets_currency_idx on core.wallets (currency);
 comment on index core.wallets_currency_idx is 'Serves the currencies FK (a currency row cannot go while a wallet uses it).';
 

@@ -84,9 +84,9 @@ as $$
 -- wrote through a SECURITY DEFINER function), which may not read the ledger itself.
 -- A violation is logged as ledger_invariant_violated (the log line survives the rollback) and raised.
 declare
-    v_sum bigint;
+    v_sum numeric;  -- sum() of bigint is numeric: an unbalanced sum beyond bigint is still reported, not 22003
     v_currency text;
-    v_foreign integer;
+    v_foreign bigint;  -- count(*) is bigint
 begin
     select lt.currency into v_currency from core.ledger_transactions lt where lt.id = new.transaction_id;
     select coalesce(sum(e.amount), 0), count(*) filter (where w.currency <> v_currency)

@@ -327,7 +327,7 @@ begin
     if v_payment.status <> 'CAPTURED' then
         perform ops.raise_error('PAYMENT_NOT_CAPTURED', p_payment_id::text);
     end if;
-    select coalesce(sum(r.amount), 0) into v_taken
+    select coalesce(sum(r.amount), 0)::bigint into v_taken  -- never above the captured (bigint) amount
       from core.refunds r where r.payment_id = p_payment_id and r.status in ('INITIATED', 'COMPLETED');
     if p_amount > v_payment.amount - v_taken then
         perform ops.raise_error('REFUND_EXCEEDS_CAPTURED', p_amount::text,
@@ -392,7 +392,7 @@ begin
     end if;
     select * into v_payment from core.payments p where p.id = v_refund.payment_id;
     select o.seller_id into v_seller_id from core.orders o where o.id = v_payment.order_id;
-    select coalesce(sum(r.amount), 0) into v_done
+    select coalesce(sum(r.amount), 0)::bigint into v_done  -- never above the captured (bigint) amount
       from core.refunds r where r.payment_id = v_payment.id and r.status = 'COMPLETED';
     v_fee_share := core.refund_fee_share(v_payment.fee_amount, v_payment.amount, v_done, v_refund.amount);
 

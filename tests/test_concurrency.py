@@ -250,7 +250,8 @@ def test_randomized_money_and_delivery_workload(conn: psycopg.Connection, db_url
     assert one(conn, "select count(*) from core.payments p where p.amount < (select coalesce(sum(r.amount), 0) "
                      "from core.refunds r where r.payment_id = p.id and r.status <> 'FAILED')")[0] == 0  # fmt: skip
     # Wallet balances equal what payments and refunds say they should be, computed independently:
-    # per payment, fee share reversed so far = floor(fee * refunded / amount).
+    # per payment, fee share reversed so far = core.refund_fee_share of everything refunded at once
+    # (the shares of successive partial refunds telescope to it).
     expected = dict(
         conn.execute(
             """
@@ -259,8 +260,10 @@ def test_randomized_money_and_delivery_workload(conn: psycopg.Connection, db_url
                        coalesce((select sum(r.amount) from core.refunds r
                                   where r.payment_id = p.id and r.status = 'COMPLETED'), 0)::bigint as refunded
                   from core.payments p where p.status = 'CAPTURED')
-            select 'SELLER', sum((amount - fee) - (refunded - fee * refunded / amount)) from per_payment
-            union all select 'PLATFORM_FEES', sum(fee - fee * refunded / amount) from per_payment
+            select 'SELLER', sum((amount - fee) - (refunded - core.refund_fee_share(fee, amount, 0, refunded)))
+              from per_payment
+            union all select 'PLATFORM_FEES', sum(fee - core.refund_fee_share(fee, amount, 0, refunded))
+              from per_payment
             union all select 'PAYMENT_CLEARING', -sum(amount - refunded) from per_payment
             """
         ).fetchall()

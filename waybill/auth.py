@@ -15,6 +15,8 @@ import jwt
 
 from waybill.settings import Settings
 
+# The request roles a token may carry; sql/000_roles.sql creates them and grants them to authenticator
+# (tests/test_roles.py proves this tuple equals that set).
 ROLES = ("admin", "platform_admin", "service", "agent", "anon")
 MIN_SECRET = 32
 DEFAULT_TTL = 3600  # seconds: `waybill token` and the `make run` banner
