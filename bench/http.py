@@ -589,10 +589,18 @@ def _wait_ok(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 
 
 
 @contextlib.contextmanager
-def _server(args: list[str], ready_url: str, log_path: Path) -> Iterator[subprocess.Popen]:
+def _server(
+    args: list[str], ready_url: str, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
     root = Path(__file__).resolve().parent.parent
     with log_path.open("wb") as log_file:
-        proc = subprocess.Popen([sys.executable, *args], cwd=root, stdout=log_file, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=root,
+            env=None if env is None else dict(os.environ, **env),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
         try:
             _wait_ok(ready_url, proc, log_path)
             yield proc
@@ -861,12 +869,13 @@ def run(
         gw = stack.enter_context(
             _server(
                 [
-                    "-m", "gateway", "--db-url", auth_url, "--jwt-secret", secret, "--host", HOST,
+                    "-m", "gateway", "--host", HOST,
                     "--port", str(ports["gateway"]), "--admin-port", str(admin_port),
                     "--pool-size", str(pool_size), "--log-level", gateway_log_level,
                 ],
                 f"http://{HOST}:{admin_port}/ready",
                 logdir / "gateway.log",
+                env={"PGRST_DB_URI": auth_url, "PGRST_JWT_SECRET": secret},  # never argv
             )
         )  # fmt: skip
         noop = stack.enter_context(
@@ -1209,10 +1218,11 @@ def format_markdown(results: dict) -> str:
 @contextlib.contextmanager
 def _databases(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
     """(owner URL, authenticator URL) of a populated database."""
-    if args.database_url:
-        if not args.authenticator_url:
-            raise SystemExit("--database-url needs --authenticator-url too")
-        yield args.database_url, args.authenticator_url
+    owner, authenticator = os.environ.get("WAYBILL_BENCH_DATABASE_URL"), os.environ.get("PGRST_DB_URI")
+    if owner:
+        if not authenticator:
+            raise SystemExit("WAYBILL_BENCH_DATABASE_URL needs PGRST_DB_URI (authenticator's URL) too")
+        yield owner, authenticator
         return
     from waybill import testing
     from waybill.seed import seed
@@ -1232,8 +1242,6 @@ def _databases(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.http", description=__doc__.split("\n\n")[0])
-    p.add_argument("--database-url", help="a migrated, populated database (owner); default: throw-away")
-    p.add_argument("--authenticator-url", help="the same database, logging in as authenticator")
     p.add_argument("--clients", default="1,16,64", help="client counts, comma-separated (default 1,16,64)")
     p.add_argument("--seconds", type=float, default=4.0, help="seconds per cell (default 4)")
     p.add_argument("--slices", type=int, default=2, help="interleaved slices per cell (default 2)")

@@ -19,14 +19,12 @@ import json
 import re
 import time
 import traceback
-import uuid
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 import psycopg
-import structlog
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
@@ -34,36 +32,17 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from gateway import errors, openapi, query, sqlbuild
 from gateway.auth import AuthResult, Verifier
+from gateway.edge import RequestContext
 from gateway.errors import JSON_CT, ApiError
-from gateway.schema import Listener, Routine, SchemaCache, load
+from gateway.negotiate import JSON_MIME, OPENAPI_MIME, Media, Prefs, negotiate, parse_prefs
+from gateway.schema import Listener, Relation, Routine, SchemaCache, load
 from waybill.log import get_logger
 
 MUTATING = ("POST", "PATCH", "PUT", "DELETE")
-JSON_MIME = "application/json"
-OBJECT_MIME = "application/vnd.pgrst.object+json"
-ARRAY_MIME = "application/vnd.pgrst.array+json"
-OPENAPI_MIME = "application/openapi+json"
-ACCEPTED_PREFS = {
-    "resolution=merge-duplicates",
-    "resolution=ignore-duplicates",
-    "return=representation",
-    "return=minimal",
-    "return=headers-only",
-    "count=exact",
-    "count=planned",
-    "count=estimated",
-    "tx=commit",
-    "tx=rollback",
-    "missing=default",
-    "missing=null",
-    "handling=strict",
-    "handling=lenient",
-}
-_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
 @dataclass
@@ -81,87 +60,10 @@ class GatewayConfig:
     slow_query_ms: float = 500.0  # the plan's application-level slow-query warning (db_query_slow)
     server_host: str = "127.0.0.1"
     server_port: int = 3000
-
-
-@dataclass
-class Media:
-    kind: str  # "json", "object", "openapi"
-    strip_nulls: bool = False
-
-    @property
-    def content_type(self) -> str:
-        if self.kind == "object":
-            mime = OBJECT_MIME + (";nulls=stripped" if self.strip_nulls else "")
-        elif self.kind == "openapi":
-            mime = OPENAPI_MIME
-        elif self.strip_nulls:
-            mime = ARRAY_MIME + ";nulls=stripped"
-        else:
-            mime = JSON_MIME
-        return f"{mime}; charset=utf-8"
-
-
-@dataclass
-class Prefs:
-    count: bool = False
-    count_value: str | None = None
-    handling: str | None = None
-    invalid: list[str] = field(default_factory=list)
-
-    def applied(self) -> list[tuple[str, str]]:
-        vals = [v for v in (self.count_value if self.count else None, self.handling) if v]
-        return [("Preference-Applied", ", ".join(vals))] if vals else []
-
-
-def parse_prefs(values: Sequence[str]) -> Prefs:
-    prefs = [p.strip() for v in values for p in v.split(",") if p.strip()]
-    out = Prefs()
-    for p in prefs:
-        if p in ("count=exact", "count=planned", "count=estimated") and out.count_value is None:
-            out.count_value = p
-        elif p in ("handling=strict", "handling=lenient") and out.handling is None:
-            out.handling = p
-        elif p not in ACCEPTED_PREFS and not p.startswith(("max-affected=", "timezone=")):
-            out.invalid.append(p)
-    # planned/estimated counts need the planner's estimate, which the gateway does not serve.
-    out.count = out.count_value == "count=exact"
-    return out
-
-
-def negotiate(accept: str | None, *, root: bool = False) -> Media:
-    """The first acceptable media type of the Accept header, by q then order; else PGRST107."""
-    if accept is None or not accept.strip():
-        return Media("openapi" if root else "json")
-    ranges: list[tuple[float, int, str, dict[str, str]]] = []
-    for i, part in enumerate(accept.split(",")):
-        bits = [b.strip() for b in part.split(";")]
-        mime = bits[0].lower()
-        params: dict[str, str] = {}
-        for b in bits[1:]:
-            k, _, v = b.partition("=")
-            params[k.strip().lower()] = v.strip().strip('"')
-        try:
-            q = float(params.pop("q", "1"))
-        except ValueError:
-            q = 1.0
-        if mime:
-            ranges.append((-q, i, mime, params))
-    ranges.sort()
-    for negq, _, mime, params in ranges:
-        if negq == 0:
-            continue
-        strip = params.get("nulls") == "stripped"
-        if root:
-            if mime in (OPENAPI_MIME, JSON_MIME, "*/*", "application/*"):
-                return Media("openapi")
-            continue
-        if mime in (JSON_MIME, "*/*", "application/*"):
-            return Media("json")
-        if mime == OBJECT_MIME:
-            return Media("object", strip)
-        if mime == ARRAY_MIME:
-            return Media("json", strip)
-    raise errors.media_type_error([r[2] for r in ranges] or [accept])
+    db_max_rows: int | None = None  # PostgREST's db-max-rows: cap on the rows a read returns
+    prepare_threshold: int | None = 5  # psycopg's automatic preparation (None: never prepare)
+    max_body_bytes: int = 1024 * 1024  # larger request bodies: 413
+    max_header_bytes: int = 16 * 1024  # larger request headers (names + values): 431
 
 
 def _guc_overrides(
@@ -217,6 +119,8 @@ class Ctx:
     path: str
     headers_json: str
     cookies_json: str
+    timezone: str | None = None  # Prefer: timezone=..., applied with set_config
+    wait_disconnect: Callable[[], Awaitable[None]] | None = None  # returns when the client has gone
 
 
 class Gateway:
@@ -242,7 +146,11 @@ class Gateway:
             self.config.db_url,
             min_size=self.config.pool_size,
             max_size=self.config.pool_size,
-            kwargs={"autocommit": True, "application_name": "gateway"},
+            kwargs={
+                "autocommit": True,
+                "application_name": "gateway",
+                "prepare_threshold": self.config.prepare_threshold,
+            },
             timeout=self.config.pool_timeout,
             open=False,
             name="gateway",
@@ -382,7 +290,14 @@ class Gateway:
             if key != "cookie":
                 headers[key] = v.decode("latin-1")
         raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
+
+        async def wait_disconnect() -> None:
+            # Called once the body is read: what remains for receive() is the client going away.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
         return Ctx(
+            wait_disconnect=wait_disconnect,
             auth=auth,
             method=request.method,
             path=raw_path.decode("latin-1"),
@@ -397,10 +312,12 @@ class Gateway:
     ) -> Response:
         qp = query.parse(request.scope.get("query_string", b""), is_rpc_read=False)
         rng = query.top_range(request.method, request.headers.get("range"), qp)
-        prefs = self._prefs(request)
+        rng = query.cap_range(rng, self.config.db_max_rows)
+        prefs = self._prefs(request, ctx)
         rel = cache.relations.get(name)
         if rel is None:
             raise errors.table_not_found(cache.schema, name, cache.relations)
+        _refuse_unserved_columns(cache, rel, qp)
         media = negotiate(request.headers.get("accept"))
         built = sqlbuild.read_relation(
             cache.schema,
@@ -413,6 +330,7 @@ class Gateway:
             count=prefs.count,
             single=media.kind == "object",
             strip_nulls=media.strip_nulls,
+            column_types={c.name: c.type for c in rel.columns},
         )
         row = await self.run(ctx, read_only=True, built=built, single=media.kind == "object")
         location = f"/{name}" + (f"?{qp.canonical}" if qp.canonical else "")
@@ -435,7 +353,9 @@ class Gateway:
         method = request.method
         is_read = method in ("GET", "HEAD", "OPTIONS")
         qp = query.parse(request.scope.get("query_string", b""), is_rpc_read=is_read)
-        rng = query.top_range(method, request.headers.get("range"), qp)
+        rng = query.cap_range(
+            query.top_range(method, request.headers.get("range"), qp), self.config.db_max_rows
+        )
         body_text: str | None = None
         body_is_object = True
         is_post_json = False
@@ -443,12 +363,17 @@ class Gateway:
             keys, body_text, body_is_object, is_post_json = await self._payload(request, qp)
         else:
             keys = set(qp.args)
-        prefs = self._prefs(request)
+        prefs = self._prefs(request, ctx)
         routine, whole_body = self._find_routine(
             cache, name, keys, is_post_json=is_post_json, is_post=method == "POST"
         )
         if method == "OPTIONS":
             return _options("OPTIONS,POST" if routine.volatile else "OPTIONS,GET,HEAD,POST")
+        _refuse_unserved_routine(cache, routine)
+        if whole_body:
+            raise errors.not_implemented(
+                f"a single unnamed parameter taking the whole body ({routine.name}) is not served by the gateway"
+            )
         media = negotiate(request.headers.get("accept"))
         used = [p for p in routine.params if p.name in keys]
         source_params: list[Any] = []
@@ -490,7 +415,7 @@ class Gateway:
 
     async def _payload(self, request: Request, qp: query.QueryParams) -> tuple[set[str], str, bool, bool]:
         """(argument names, JSON text, is it an object, was it JSON) of a POST body."""
-        raw = await request.body()
+        raw = await self._body(request)
         ctype = (request.headers.get("content-type") or JSON_MIME).split(";")[0].strip().lower()
         if ctype == "application/x-www-form-urlencoded":
             pairs = parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True)
@@ -508,6 +433,8 @@ class Gateway:
                 value = json.loads(text, parse_constant=_reject_constant)
             except ValueError:
                 raise errors.invalid_body("Empty or invalid json") from None
+            except RecursionError:  # nested deeper than Python's recursion limit (~1,000 levels)
+                raise errors.invalid_body("Empty or invalid json", "JSON nested too deeply") from None
         if isinstance(value, dict):
             keys, is_object = set(value), True
         elif isinstance(value, list):
@@ -525,6 +452,18 @@ class Gateway:
         if qp.columns is not None:
             keys = set(qp.columns)
         return keys, text, is_object, True
+
+    async def _body(self, request: Request) -> bytes:
+        """The request body, refused with 413 as soon as it exceeds max_body_bytes (chunked too)."""
+        limit = self.config.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise errors.payload_too_large(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _find_routine(
         self, cache: SchemaCache, name: str, keys: set[str], *, is_post_json: bool, is_post: bool
@@ -574,16 +513,21 @@ class Gateway:
     # -- the transaction ------------------------------------------------------------------------------
 
     async def run(self, ctx: Ctx, *, read_only: bool, built: sqlbuild.Built, single: bool) -> tuple:
-        if self.pool is None:
+        if self.pool is None or self.cache is None:
             raise errors.no_schema_cache()
+        role = ctx.auth.role
+        known = role in self.cache.roles  # a role the login role may switch to (at the last load)
+        role_settings = self.cache.roles.get(role, ())
+        setcfg_sql = sqlbuild.set_config(role_settings, ctx.timezone)
         setcfg = [
             self.search_path,
-            ctx.auth.role,
+            role,
             json.dumps(ctx.auth.claims, separators=(",", ":"), sort_keys=True, ensure_ascii=False),
             ctx.method,
             ctx.path,
             ctx.headers_json,
             ctx.cookies_json,
+            *sqlbuild.setting_params(role_settings, ctx.timezone),
         ]
         attempt = 0
         try:
@@ -592,22 +536,10 @@ class Gateway:
                     attempt += 1
                     started = time.perf_counter()
                     try:
-                        # One round trip: BEGIN, the settings, the statement (and COMMIT, unless the
-                        # result must be checked first). An error skips the rest of the pipeline.
-                        async with conn.pipeline():
-                            await conn.execute(sqlbuild.BEGIN[read_only], prepare=False)
-                            await conn.execute(sqlbuild.SET_CONFIG, setcfg)
-                            cur = await conn.execute(built.query, built.params)
-                            if not single:
-                                await conn.execute("commit", prepare=False)
-                        row = await cur.fetchone()
-                        if single:
-                            if row is not None and row[1] != 1:
-                                await conn.execute("rollback", prepare=False)
-                                raise errors.singularity_error(row[1])
-                            await conn.execute("commit", prepare=False)
+                        work = self._transaction(conn, read_only, setcfg_sql, setcfg, built, single, known)
+                        row = await self._unless_client_leaves(ctx, conn, work)
                         self._warn_if_slow(ctx, started)
-                        return row  # type: ignore[return-value]
+                        return row
                     except psycopg.Error as exc:
                         await _rollback(conn)
                         if exc.sqlstate == "40001" and attempt < self.config.max_attempts:
@@ -621,6 +553,75 @@ class Gateway:
                 raise errors.from_pg_error(exc, ctx.auth.authed) from exc
             raise errors.connection_error(str(exc) or None) from exc
 
+    async def _transaction(
+        self,
+        conn: psycopg.AsyncConnection,
+        read_only: bool,
+        setcfg_sql: sql.Composable,
+        setcfg: list[Any],
+        built: sqlbuild.Built,
+        single: bool,
+        known_role: bool,
+    ) -> tuple:
+        """BEGIN, the settings, the statement, COMMIT.
+
+        psycopg prepares a statement it has seen `prepare_threshold` times, and in a pipeline it
+        records the statement as prepared when it queues the Parse. If an earlier statement of the
+        pipeline fails (set_config('role') naming a role that cannot be set), the server skips that
+        Parse but psycopg keeps believing it was done: later requests of the same shape would fail
+        with 26000 "prepared statement does not exist". So only a role known to be settable (the
+        schema cache lists the roles the login role may become) goes into the one-round-trip
+        pipeline; any other role gets its settings first, alone and unprepared, and the statement
+        only if they succeeded. Should a known role vanish between two loads, the failed pipeline's
+        connection is closed (the pool replaces it) rather than left out of step.
+        """
+        if not known_role:
+            await conn.execute(sqlbuild.BEGIN[read_only], prepare=False)
+            await conn.execute(setcfg_sql, setcfg, prepare=False)
+            cur = await conn.execute(built.query, built.params)
+        else:
+            settings_cur: psycopg.AsyncCursor | None = None
+            try:
+                # One round trip: BEGIN, the settings, the statement (and COMMIT, unless the
+                # result must be checked first). An error skips the rest of the pipeline.
+                async with conn.pipeline():
+                    await conn.execute(sqlbuild.BEGIN[read_only], prepare=False)
+                    settings_cur = await conn.execute(setcfg_sql, setcfg)
+                    cur = await conn.execute(built.query, built.params)
+                    if not single:
+                        await conn.execute("commit", prepare=False)
+            except psycopg.Error:
+                settings_ran = settings_cur is not None and settings_cur.pgresult is not None
+                if not settings_ran and not conn.closed:
+                    await conn.close()
+                raise
+        row = await cur.fetchone()
+        if single or not known_role:
+            if single and row is not None and row[1] != 1:
+                await conn.execute("rollback", prepare=False)
+                raise errors.singularity_error(row[1])
+            await conn.execute("commit", prepare=False)
+        return row  # type: ignore[return-value]
+
+    async def _unless_client_leaves(
+        self, ctx: Ctx, conn: psycopg.AsyncConnection, work: Coroutine[Any, Any, tuple]
+    ) -> tuple:
+        """Run `work`; if the client disconnects first, cancel the statement on the server (its
+        backend must not keep burning CPU for nobody) and let `work` fail with 57014."""
+        task = asyncio.ensure_future(work)
+        if ctx.wait_disconnect is None:
+            return await task
+        watcher = asyncio.ensure_future(ctx.wait_disconnect())
+        try:
+            await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if watcher.done() and not task.done():
+                self.log.warning("http_client_disconnected", method=ctx.method, path=ctx.path)
+                with contextlib.suppress(Exception):
+                    await conn.cancel_safe(timeout=5.0)
+            return await task
+        finally:
+            watcher.cancel()
+
     def _warn_if_slow(self, ctx: Ctx, started: float) -> None:
         elapsed_ms = (time.perf_counter() - started) * 1000
         if elapsed_ms > self.config.slow_query_ms:
@@ -632,10 +633,10 @@ class Gateway:
                 path=ctx.path,
             )
 
-    def _prefs(self, request: Request) -> Prefs:
-        prefs = parse_prefs(request.headers.getlist("prefer"))
-        if prefs.handling == "handling=strict" and prefs.invalid:
-            raise errors.invalid_preferences(prefs.invalid)
+    def _prefs(self, request: Request, ctx: Ctx) -> Prefs:
+        cache = self.cache
+        prefs = parse_prefs(request.headers.getlist("prefer"), cache.timezones if cache else ())
+        ctx.timezone = prefs.timezone
         return prefs
 
     def _result(
@@ -682,6 +683,39 @@ class Gateway:
         return make_response(status, headers, payload)
 
 
+def _refuse_unserved_columns(cache: SchemaCache, rel: Relation, qp: query.QueryParams) -> None:
+    """Computed columns and data representations: PostgREST serves them, the gateway refuses them
+    (PGRST127) rather than answer wrongly (raw domain values instead of their representation)."""
+    columns = {c.name: c for c in rel.columns}
+    named = query.fields_of(qp)
+    computed = sorted(f for f in named if f not in columns and f in cache.computed.get(rel.name, ()))
+    if computed:
+        raise errors.not_implemented(
+            f"computed columns ({', '.join(computed)} of {rel.name}) are not served by the gateway"
+        )
+    shown = set(named)
+    if any(it.field == "*" for it in qp.select):
+        shown |= set(columns)
+    represented = sorted(f for f in shown if f in columns and columns[f].type in cache.represented_types)
+    if represented:
+        raise errors.not_implemented(
+            f"data representations (domain casts) of {', '.join(represented)} in {rel.name} "
+            "are not served by the gateway"
+        )
+
+
+def _refuse_unserved_routine(cache: SchemaCache, routine: Routine) -> None:
+    types = {p.type for p in routine.params} | {routine.return_type}
+    represented = sorted(types & cache.represented_types)
+    if represented:
+        raise errors.not_implemented(
+            f"data representations (domain casts) of {', '.join(represented)} in {routine.name} "
+            "are not served by the gateway"
+        )
+    if any(p.variadic for p in routine.params):
+        raise errors.not_implemented(f"VARIADIC functions ({routine.name}) are not served by the gateway")
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -699,7 +733,7 @@ def _params_match(r: Routine, keys: set[str]) -> bool:
 
 
 def _options(allow: str) -> Response:
-    return make_response(200, [("Access-Control-Allow-Origin", "*"), ("Allow", allow)])
+    return make_response(200, [("Allow", allow)])
 
 
 async def _rollback(conn: psycopg.AsyncConnection) -> None:
@@ -718,56 +752,6 @@ def _with_app_name(url: str, name: str) -> str:
 
 
 # -- ASGI plumbing ------------------------------------------------------------------------------------
-
-
-class RequestContext:
-    """X-Request-Id (taken or made), bound into every log line; one access log line per request."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.log = get_logger()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        headers = list(scope["headers"])
-        given = next((v for k, v in headers if k == b"x-request-id"), None)
-        rid = given.decode("latin-1") if given is not None else ""
-        if not _REQUEST_ID.match(rid):
-            rid = str(uuid.uuid4())
-            headers = [(k, v) for k, v in headers if k != b"x-request-id"] + [(b"x-request-id", rid.encode())]
-        scope = {**scope, "headers": headers}
-        scope.setdefault("state", {})
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message = {
-                    **message,
-                    "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())],
-                }
-            await send(message)
-
-        structlog.contextvars.bind_contextvars(request_id=rid)
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            state = scope.get("state") or {}
-            self.log.info(
-                "http_request_completed",
-                method=scope["method"],
-                path=scope["path"],
-                query=scope.get("query_string", b"").decode("latin-1")[:500] or None,
-                status=status,
-                duration_ms=round((time.perf_counter() - start) * 1000, 3),
-                role=state.get("role"),
-                error_code=state.get("error_code"),
-            )
-            structlog.contextvars.unbind_contextvars("request_id")
 
 
 class _Endpoint:
@@ -791,6 +775,8 @@ def create_app(
     server_port: int = 3000,
     pool_timeout: float = 10.0,
     slow_query_ms: float = 500.0,
+    db_max_rows: int | None = None,
+    prepare_threshold: int | None = 5,
 ) -> Starlette:
     """The API app; its Gateway (pool, cache, listener) starts and stops with the app's lifespan.
 
@@ -808,6 +794,8 @@ def create_app(
             server_host=server_host,
             server_port=server_port,
             slow_query_ms=slow_query_ms,
+            db_max_rows=db_max_rows,
+            prepare_threshold=prepare_threshold,
         )
     )
 
@@ -821,7 +809,13 @@ def create_app(
 
     app = Starlette(
         routes=[Route("/{path:path}", _Endpoint(gateway))],  # an ASGI endpoint: every method
-        middleware=[Middleware(RequestContext)],
+        middleware=[
+            Middleware(
+                RequestContext,
+                max_header_bytes=gateway.config.max_header_bytes,
+                max_body_bytes=gateway.config.max_body_bytes,
+            )
+        ],
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False
@@ -841,4 +835,12 @@ def create_admin_app(gateway: Gateway) -> Starlette:
     return Starlette(routes=[Route("/live", live), Route("/ready", ready)])
 
 
-__all__ = ["JSON_CT", "Gateway", "GatewayConfig", "create_admin_app", "create_app"]
+__all__ = [
+    "JSON_CT",
+    "Gateway",
+    "GatewayConfig",
+    "create_admin_app",
+    "create_app",
+    "negotiate",
+    "parse_prefs",
+]
