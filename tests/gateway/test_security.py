@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.gateway.conftest import Gw
+from tests.gateway.conftest import Gw, assert_error, raw_token, wait_until
 from waybill.cluster import Cluster, free_port
 from waybill.settings import get_settings
 
@@ -97,3 +100,110 @@ def test_bad_role_tokens_do_not_poison_the_pool(gw: Gw, path: str) -> None:
         for _ in range(80):
             r = c.get(path, headers=good)
             assert r.status_code == 200, r.text
+
+
+def test_unknown_role_is_still_postgrest_401_and_403(gw: Gw) -> None:
+    with gw.client("no_such_role_y") as c:
+        assert_error(c.get("/t_items?id=eq.1"), 401, "22023")
+    with gw.client("postgres") as c:  # exists, but authenticator may not become it
+        assert_error(c.get("/t_items?id=eq.1"), 403, "42501")
+
+
+# -- deep nesting --------------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_deeply_nested_jwt_header_is_401_not_500(gw: Gw) -> None:
+    header = _b64(b"[" * 5000 + b"]" * 5000)
+    token = f"{header}.{_b64(b'{}')}.{_b64(b'sig')}"
+    r = httpx.get(gw.base_url + "/rpc/t_ctx", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert_error(r, 401, "PGRST301")
+
+
+def test_deeply_nested_signed_claims_are_401_not_500(gw: Gw) -> None:
+    token = raw_token({"alg": "HS256", "typ": "JWT"}, b"[" * 5000 + b"]" * 5000, gw.secret)
+    r = httpx.get(gw.base_url + "/rpc/t_ctx", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert_error(r, 401, "PGRST303")
+
+
+def test_or_nested_300_deep_is_400_not_500(anon: httpx.Client) -> None:
+    deep = "or(" * 299 + "id.eq.1" + ")" * 299
+    assert_error(anon.get("/t_items", params={"or": f"({deep})"}), 400, "PGRST100")
+    shallow = "or(" * 10 + "id.eq.1" + ")" * 10  # a reasonable depth still works
+    assert anon.get("/t_items", params={"or": f"({shallow})"}).json()[0]["id"] == 1
+
+
+def test_json_body_nested_2000_deep_is_400_not_500(svc: httpx.Client) -> None:
+    body = '{"j": ' + "[" * 2000 + "]" * 2000 + "}"
+    r = svc.post("/rpc/t_json", content=body, headers={"Content-Type": "application/json"})
+    assert_error(r, 400, "PGRST102")
+
+
+# -- size limits ---------------------------------------------------------------------------------
+
+
+def test_body_over_the_limit_is_413(svc: httpx.Client) -> None:
+    big = '{"j": "' + "x" * (1024 * 1024) + '"}'
+    assert_error(
+        svc.post("/rpc/t_json", content=big, headers={"Content-Type": "application/json"}), 413, "PGRSTX13"
+    )
+
+    def chunks():  # no Content-Length: the limit holds while streaming
+        for _ in range(20):
+            yield b"x" * 65536
+
+    assert_error(svc.post("/rpc/t_json", content=chunks()), 413, "PGRSTX13")
+    # Just under the limit is served.
+    ok = '{"j": "' + "x" * 1000 + '"}'
+    assert (
+        svc.post("/rpc/t_json", content=ok, headers={"Content-Type": "application/json"}).status_code == 200
+    )
+
+
+def test_headers_over_the_limit_are_431(anon: httpx.Client) -> None:
+    assert_error(anon.get("/t_items", headers={"X-Big": "y" * 20_000}), 431, "PGRSTX31")
+    assert anon.get("/t_items", headers={"X-Big": "y" * 2_000}).status_code == 200
+
+
+# -- JWT times -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("claim", "message"), [("nbf", "JWT not yet valid"), ("iat", "JWT issued at future")]
+)
+def test_fractional_future_nbf_iat_are_refused(gw: Gw, claim: str, message: str) -> None:
+    future = time.time() + 3600.5
+    token = raw_token({"alg": "HS256"}, json.dumps({"role": "service", claim: future}).encode(), gw.secret)
+    r = httpx.get(gw.base_url + "/rpc/t_ctx", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert assert_error(r, 401, "PGRST303")["message"] == message
+    # Within the 30 s skew, a fractional time is fine.
+    near = time.time() + 10.5
+    token = raw_token({"alg": "HS256"}, json.dumps({"role": "service", claim: near}).encode(), gw.secret)
+    r = httpx.get(gw.base_url + "/rpc/t_ctx", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert r.status_code == 200, r.text
+
+
+# -- X-Request-Id ---------------------------------------------------------------------------------
+
+
+def test_two_request_ids_first_wins_everywhere(gw: Gw) -> None:
+    """The first X-Request-Id is the request's id: in the response, the access log and SQL."""
+    headers = [("X-Request-Id", "first-id-1"), ("X-Request-Id", "second-id-2")]
+    with gw.client("service") as c:
+        r = c.get("/rpc/t_ctx", headers=headers)
+    assert r.status_code == 200
+    assert r.headers.get_list("x-request-id") == ["first-id-1"]
+    assert r.json()["request_id"] == "first-id-1"
+    assert r.json()["headers"]["x-request-id"] == "first-id-1"
+    wait_until(
+        lambda: [
+            x
+            for x in gw.log_lines()
+            if x["event"] == "http_request_completed" and x.get("request_id") == "first-id-1"
+        ],
+        what="the access log line",
+    )
+    assert not [x for x in gw.log_lines() if x.get("request_id") == "second-id-2"]
