@@ -847,6 +847,7 @@ def run(
     warmup: float = 0.3,
     statements_check: int = 100,
     seed: int = 1,
+    prepare_threshold: str = "5",
     log: Callable[[str], None] = _log,
 ) -> dict:
     """The benchmark against a migrated, populated database: `owner_url` (any superuser or the
@@ -872,6 +873,7 @@ def run(
                     "-m", "gateway", "--host", HOST,
                     "--port", str(ports["gateway"]), "--admin-port", str(admin_port),
                     "--pool-size", str(pool_size), "--log-level", gateway_log_level,
+                    "--prepare-threshold", prepare_threshold,
                 ],
                 f"http://{HOST}:{admin_port}/ready",
                 logdir / "gateway.log",
@@ -931,6 +933,7 @@ def run(
             "noop_loop": noop_loop,
             "gateway_pool_size": pool_size,
             "gateway_log_level": gateway_log_level,
+            "gateway_prepare_threshold": prepare_threshold,
             "seed": seed,
         },
         "data": data,
@@ -1253,6 +1256,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="client processes (default 1; see bench/README.md for why not more on 2 cores)",
     )
     p.add_argument("--pool-size", type=int, default=10, help="the gateway's pool (default 10)")
+    p.add_argument(
+        "--gateway-prepare-threshold",
+        default="5",
+        help="the gateway's --prepare-threshold (psycopg auto-preparation; 'none' turns it off)",
+    )
     p.add_argument("--gateway-log-level", default="info", help="default info: one access log line a request")
     p.add_argument("--http-client", choices=("raw", "httpx"), default="raw")
     p.add_argument("--warmup", type=float, default=0.3, help="unreported seconds per cell and level")
@@ -1304,6 +1312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warmup=args.warmup,
             statements_check=args.statements_check,
             seed=args.seed,
+            prepare_threshold=args.gateway_prepare_threshold,
         )
     results["wall_clock_s"] = round(time.monotonic() - t0, 1)
     path = args.output
