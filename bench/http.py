@@ -177,67 +177,52 @@ def _request_headers(port: int, token: str | None) -> list[tuple[str, str]]:
 def build_plans(
     auth_url: str, secret: str, gateway_port: int, scenarios: Sequence[Scenario], agents: list[int]
 ) -> dict[str, Plan]:
-    """The gateway's own statement for each scenario, built by gateway.sqlbuild as gateway/app.py
-    does for that request (query string parsed by gateway.query, routines from gateway.schema)."""
-    from gateway import query, sqlbuild
-    from gateway.app import Gateway, GatewayConfig
+    """The gateway's own statements for each scenario, from its planner (gateway.plan: the same
+    pure function the gateway calls for that request) and its set_config batch."""
+    from gateway import plan
+    from gateway.auth import Verifier
+    from gateway.execute import GatewayConfig
     from gateway.schema import load
     from waybill.auth import mint
 
-    runtime = Gateway(GatewayConfig(db_url=auth_url, jwt_secret=secret))  # not started: settings only
+    config = GatewayConfig(db_url=auth_url, jwt_secret=secret)
+    verifier = Verifier(secret, config.anon_role, config.jwt_aud)
+    search_path = ", ".join(
+        '"' + s.replace('"', '""') + '"' for s in (config.schema, *config.extra_search_path)
+    )
     sentinel = "4242424242"
 
     async def cache_of() -> Any:
         async with await psycopg.AsyncConnection.connect(auth_url, autocommit=True) as conn:
-            return await load(conn, "api")
+            return await load(conn, config.schema)
 
     cache = asyncio.run(cache_of())
     plans: dict[str, Plan] = {}
     with psycopg.connect(auth_url, autocommit=True) as conn:
         for s in [*scenarios, NOOP]:
             token = mint(secret, s.role, None, 24 * 3600) if s.role else None
-            auth = runtime.verifier.authenticate(f"Bearer {token}" if token else None)
+            auth = verifier.authenticate(f"Bearer {token}" if token else None)
             qs = s.query.replace("{agent}", sentinel)
             name = s.path.rsplit("/", 1)[1]
-            if s.path.startswith("/rpc/"):
-                qp = query.parse(qs, is_rpc_read=True)
-                rng = query.top_range("GET", None, qp)
-                (routine,) = cache.routines[name]
-                src_params: list[Any] = []
-                used = [p for p in routine.params if p.name in qp.args]
-                source = sqlbuild.call_sql(routine, used, src_params, get_args=qp.args)
-                built = sqlbuild.call_routine(
-                    routine,
-                    source,
-                    src_params,
-                    select=qp.select,
-                    filters=qp.filters,
-                    logic=qp.logic,
-                    order=qp.order,
-                    rng=rng,
-                    count=False,
-                    single=False,
-                    strip_nulls=False,
-                )
-            else:
-                qp = query.parse(qs, is_rpc_read=False)
-                rng = query.top_range("GET", None, qp)
-                built = sqlbuild.read_relation(
-                    cache.schema,
-                    name,
-                    select=qp.select,
-                    filters=qp.filters,
-                    logic=qp.logic,
-                    order=qp.order,
-                    rng=rng,
-                    count=False,
-                    single=False,
-                    strip_nulls=False,
-                )
             hdrs = _request_headers(gateway_port, token)
+            accept = dict(hdrs).get("Accept")
+            if s.path.startswith("/rpc/"):
+                planned = plan.plan_rpc(cache, name, method="GET", query_string=qs, accept=accept)
+            else:
+                planned = plan.plan_read(cache, name, method="GET", query_string=qs, accept=accept)
+            assert isinstance(planned, plan.Plan)
+            built = planned.built
             # What the gateway puts in request.headers: every header but cookies, lower-cased, plus
             # the X-Request-Id its middleware adds.
             seen = {k.lower(): v for k, v in hdrs} | {"x-request-id": str(uuid.uuid4())}
+            ctx = plan.Ctx(
+                auth=auth,
+                method="GET",
+                path=s.path,
+                headers_json=json.dumps(seen, separators=(",", ":"), ensure_ascii=False),
+                cookies_json="{}",
+            )
+            setcfg_sql, setcfg = plan.request_settings(cache, search_path, ctx)
             plans[s.name] = Plan(
                 scenario=s,
                 agents=agents if "{agent}" in s.query else [],
@@ -246,17 +231,9 @@ def build_plans(
                 sql=built.query.as_string(conn),
                 params=list(built.params),
                 agent_param=built.params.index(sentinel) if sentinel in built.params else None,
-                setcfg=[
-                    runtime.search_path,
-                    auth.role,
-                    json.dumps(auth.claims, separators=(",", ":"), sort_keys=True, ensure_ascii=False),
-                    "GET",
-                    s.path,
-                    json.dumps(seen, separators=(",", ":"), ensure_ascii=False),
-                    "{}",
-                ],
-                begin_sql=sqlbuild.BEGIN[True].as_string(conn),
-                setcfg_sql=sqlbuild.SET_CONFIG.as_string(conn),
+                setcfg=setcfg,
+                begin_sql=plan.sqlbuild.BEGIN[planned.read_only].as_string(conn),
+                setcfg_sql=setcfg_sql.as_string(conn),
             )
     return plans
 
