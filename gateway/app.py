@@ -298,7 +298,7 @@ def create_app(
     server_host: str = "127.0.0.1",
     server_port: int = 3000,
     pool_timeout: float = 10.0,
-    slow_query_ms: float = 500.0,
+    slow_query_ms: float | None = None,  # None: waybill's setting (WAYBILL_SLOW_QUERY_MS)
     db_max_rows: int | None = None,
     prepare_threshold: int | None = 5,
 ) -> Starlette:
@@ -317,7 +317,7 @@ def create_app(
             jwt_aud=jwt_aud,
             server_host=server_host,
             server_port=server_port,
-            slow_query_ms=slow_query_ms,
+            **({} if slow_query_ms is None else {"slow_query_ms": slow_query_ms}),
             db_max_rows=db_max_rows,
             prepare_threshold=prepare_threshold,
         )

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -28,6 +28,7 @@ from gateway.auth import Verifier
 from gateway.plan import Ctx
 from gateway.schema import Listener, SchemaCache, load
 from waybill.log import get_logger
+from waybill.settings import get_settings
 
 
 @dataclass
@@ -42,7 +43,9 @@ class GatewayConfig:
     jwt_aud: str | None = None
     channel: str = "pgrst"
     max_attempts: int = 5  # one try + retries on serialization_failure (40001)
-    slow_query_ms: float = 500.0  # the plan's application-level slow-query warning (db_query_slow)
+    # The plan's application-level slow-query warning (db_query_slow): waybill/settings.py is its
+    # one home (WAYBILL_SLOW_QUERY_MS, 500 ms by default).
+    slow_query_ms: float = field(default_factory=lambda: get_settings().slow_query_ms)
     server_host: str = "127.0.0.1"
     server_port: int = 3000
     db_max_rows: int | None = None  # PostgREST's db-max-rows: cap on the rows a read returns
