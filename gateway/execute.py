@@ -189,15 +189,17 @@ class Executor:
     ) -> tuple:
         """BEGIN, the settings, the statement, COMMIT.
 
-        psycopg prepares a statement it has seen `prepare_threshold` times, and in a pipeline it
-        records the statement as prepared when it queues the Parse. If an earlier statement of the
-        pipeline fails (set_config('role') naming a role that cannot be set), the server skips that
-        Parse but psycopg keeps believing it was done: later requests of the same shape would fail
-        with 26000 "prepared statement does not exist". So only a role known to be settable (the
-        schema cache lists the roles the login role may become) goes into the one-round-trip
-        pipeline; any other role gets its settings first, alone and unprepared, and the statement
-        only if they succeeded. Should a known role vanish between two loads, the failed pipeline's
-        connection is closed (the pool replaces it) rather than left out of step.
+        psycopg prepares a statement it has seen `prepare_threshold` times on a connection. When
+        set_config('role') fails inside the one-round-trip pipeline (a token naming a role that
+        cannot be set), the server skips the rest of the pipeline, Parse included, while psycopg's
+        record of what it prepared can go out of step with the server: later requests of the same
+        shape then fail with 26000 "prepared statement _pg3_N does not exist" (reproduced by
+        tests/gateway/test_security.py). So only a role the schema cache lists as settable goes
+        into the pipeline; any other role gets BEGIN and its settings first, unpipelined and
+        unprepared, and the statement only if they succeeded (one more round trip, for bad tokens
+        and roles created since the last load). Should a listed role become unsettable before the
+        next load, a pipeline that failed before its statement ran closes its connection (the
+        pool replaces it) rather than risk it.
         """
         if not known_role:
             await conn.execute(sqlbuild.BEGIN[read_only], prepare=False)
