@@ -181,67 +181,52 @@ def _request_headers(port: int, token: str | None) -> list[tuple[str, str]]:
 def build_plans(
     auth_url: str, secret: str, gateway_port: int, scenarios: Sequence[Scenario], agents: list[int]
 ) -> dict[str, Plan]:
-    """The gateway's own statement for each scenario, built by gateway.sqlbuild as gateway/app.py
-    does for that request (query string parsed by gateway.query, routines from gateway.schema)."""
-    from gateway import query, sqlbuild
-    from gateway.app import Gateway, GatewayConfig
+    """The gateway's own statements for each scenario, from its planner (gateway.plan: the same
+    pure function the gateway calls for that request) and its set_config batch."""
+    from gateway import plan
+    from gateway.auth import Verifier
+    from gateway.execute import GatewayConfig
     from gateway.schema import load
     from waybill.auth import mint
 
-    runtime = Gateway(GatewayConfig(db_url=auth_url, jwt_secret=secret))  # not started: settings only
+    config = GatewayConfig(db_url=auth_url, jwt_secret=secret)
+    verifier = Verifier(secret, config.anon_role, config.jwt_aud)
+    search_path = ", ".join(
+        '"' + s.replace('"', '""') + '"' for s in (config.schema, *config.extra_search_path)
+    )
     sentinel = "4242424242"
 
     async def cache_of() -> Any:
         async with await psycopg.AsyncConnection.connect(auth_url, autocommit=True) as conn:
-            return await load(conn, "api")
+            return await load(conn, config.schema)
 
     cache = asyncio.run(cache_of())
     plans: dict[str, Plan] = {}
     with psycopg.connect(auth_url, autocommit=True) as conn:
         for s in [*scenarios, NOOP]:
             token = mint(secret, s.role, None, 24 * 3600) if s.role else None
-            auth = runtime.verifier.authenticate(f"Bearer {token}" if token else None)
+            auth = verifier.authenticate(f"Bearer {token}" if token else None)
             qs = s.query.replace("{agent}", sentinel)
             name = s.path.rsplit("/", 1)[1]
-            if s.path.startswith("/rpc/"):
-                qp = query.parse(qs, is_rpc_read=True)
-                rng = query.top_range("GET", None, qp)
-                (routine,) = cache.routines[name]
-                src_params: list[Any] = []
-                used = [p for p in routine.params if p.name in qp.args]
-                source = sqlbuild.call_sql(routine, used, src_params, get_args=qp.args)
-                built = sqlbuild.call_routine(
-                    routine,
-                    source,
-                    src_params,
-                    select=qp.select,
-                    filters=qp.filters,
-                    logic=qp.logic,
-                    order=qp.order,
-                    rng=rng,
-                    count=False,
-                    single=False,
-                    strip_nulls=False,
-                )
-            else:
-                qp = query.parse(qs, is_rpc_read=False)
-                rng = query.top_range("GET", None, qp)
-                built = sqlbuild.read_relation(
-                    cache.schema,
-                    name,
-                    select=qp.select,
-                    filters=qp.filters,
-                    logic=qp.logic,
-                    order=qp.order,
-                    rng=rng,
-                    count=False,
-                    single=False,
-                    strip_nulls=False,
-                )
             hdrs = _request_headers(gateway_port, token)
+            accept = dict(hdrs).get("Accept")
+            if s.path.startswith("/rpc/"):
+                planned = plan.plan_rpc(cache, name, method="GET", query_string=qs, accept=accept)
+            else:
+                planned = plan.plan_read(cache, name, method="GET", query_string=qs, accept=accept)
+            assert isinstance(planned, plan.Plan)
+            built = planned.built
             # What the gateway puts in request.headers: every header but cookies, lower-cased, plus
             # the X-Request-Id its middleware adds.
             seen = {k.lower(): v for k, v in hdrs} | {"x-request-id": str(uuid.uuid4())}
+            ctx = plan.Ctx(
+                auth=auth,
+                method="GET",
+                path=s.path,
+                headers_json=json.dumps(seen, separators=(",", ":"), ensure_ascii=False),
+                cookies_json="{}",
+            )
+            setcfg_sql, setcfg = plan.request_settings(cache, search_path, ctx)
             plans[s.name] = Plan(
                 scenario=s,
                 agents=agents if "{agent}" in s.query else [],
@@ -250,17 +235,9 @@ def build_plans(
                 sql=built.query.as_string(conn),
                 params=list(built.params),
                 agent_param=built.params.index(sentinel) if sentinel in built.params else None,
-                setcfg=[
-                    runtime.search_path,
-                    auth.role,
-                    json.dumps(auth.claims, separators=(",", ":"), sort_keys=True, ensure_ascii=False),
-                    "GET",
-                    s.path,
-                    json.dumps(seen, separators=(",", ":"), ensure_ascii=False),
-                    "{}",
-                ],
-                begin_sql=sqlbuild.BEGIN[True].as_string(conn),
-                setcfg_sql=sqlbuild.SET_CONFIG.as_string(conn),
+                setcfg=setcfg,
+                begin_sql=plan.sqlbuild.BEGIN[planned.read_only].as_string(conn),
+                setcfg_sql=setcfg_sql.as_string(conn),
             )
     return plans
 
@@ -589,10 +566,13 @@ def _wait_ok(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 
 
 
 @contextlib.contextmanager
-def _server(args: list[str], ready_url: str, log_path: Path) -> Iterator[subprocess.Popen]:
+def _server(
+    args: list[str], ready_url: str, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
     root = Path(__file__).resolve().parent.parent
     with log_path.open("wb") as log_file:
-        proc = process.start([sys.executable, *args], cwd=root, output=log_file)
+        env_ = None if env is None else dict(os.environ, **env)
+        proc = process.start([sys.executable, *args], cwd=root, env=env_, output=log_file)
         try:
             _wait_ok(ready_url, proc, log_path)
             yield proc
@@ -834,6 +814,7 @@ def run(
     warmup: float = 0.3,
     statements_check: int = 100,
     seed: int = 1,
+    prepare_threshold: str = "5",
     log: Callable[[str], None] = _log,
 ) -> dict:
     """The benchmark against a migrated, populated database: `owner_url` (any superuser or the
@@ -856,12 +837,14 @@ def run(
         gw = stack.enter_context(
             _server(
                 [
-                    "-m", "gateway", "--db-url", auth_url, "--jwt-secret", secret, "--host", HOST,
+                    "-m", "gateway", "--host", HOST,
                     "--port", str(ports["gateway"]), "--admin-port", str(admin_port),
                     "--pool-size", str(pool_size), "--log-level", gateway_log_level,
+                    "--prepare-threshold", prepare_threshold,
                 ],
                 f"http://{HOST}:{admin_port}/ready",
                 logdir / "gateway.log",
+                env={"PGRST_DB_URI": auth_url, "PGRST_JWT_SECRET": secret},  # never argv
             )
         )  # fmt: skip
         noop = stack.enter_context(
@@ -917,6 +900,7 @@ def run(
             "noop_loop": noop_loop,
             "gateway_pool_size": pool_size,
             "gateway_log_level": gateway_log_level,
+            "gateway_prepare_threshold": prepare_threshold,
             "seed": seed,
         },
         "data": data,
@@ -1204,10 +1188,11 @@ def format_markdown(results: dict) -> str:
 @contextlib.contextmanager
 def _databases(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
     """(owner URL, authenticator URL) of a populated database."""
-    if args.database_url:
-        if not args.authenticator_url:
-            raise SystemExit("--database-url needs --authenticator-url too")
-        yield args.database_url, args.authenticator_url
+    owner, authenticator = os.environ.get("WAYBILL_BENCH_DATABASE_URL"), os.environ.get("PGRST_DB_URI")
+    if owner:
+        if not authenticator:
+            raise SystemExit("WAYBILL_BENCH_DATABASE_URL needs PGRST_DB_URI (authenticator's URL) too")
+        yield owner, authenticator
         return
     from waybill import testing
     from waybill.seed import seed
@@ -1227,8 +1212,6 @@ def _databases(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.http", description=__doc__.split("\n\n")[0])
-    p.add_argument("--database-url", help="a migrated, populated database (owner); default: throw-away")
-    p.add_argument("--authenticator-url", help="the same database, logging in as authenticator")
     p.add_argument("--clients", default="1,16,64", help="client counts, comma-separated (default 1,16,64)")
     p.add_argument("--seconds", type=float, default=4.0, help="seconds per cell (default 4)")
     p.add_argument("--slices", type=int, default=2, help="interleaved slices per cell (default 2)")
@@ -1240,6 +1223,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="client processes (default 1; see bench/README.md for why not more on 2 cores)",
     )
     p.add_argument("--pool-size", type=int, default=10, help="the gateway's pool (default 10)")
+    p.add_argument(
+        "--gateway-prepare-threshold",
+        default="5",
+        help="the gateway's --prepare-threshold (psycopg auto-preparation; 'none' turns it off)",
+    )
     p.add_argument("--gateway-log-level", default="info", help="default info: one access log line a request")
     p.add_argument("--http-client", choices=("raw", "httpx"), default="raw")
     p.add_argument("--warmup", type=float, default=0.3, help="unreported seconds per cell and level")
@@ -1291,6 +1279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warmup=args.warmup,
             statements_check=args.statements_check,
             seed=args.seed,
+            prepare_threshold=args.gateway_prepare_threshold,
         )
     results["wall_clock_s"] = round(time.monotonic() - t0, 1)
     path = args.output

@@ -1,8 +1,12 @@
 """`python -m gateway`: the API on --port and the admin endpoints (/live, /ready) on --admin-port.
 
-Defaults come from waybill's Settings (WAYBILL_API_HOST/PORT/ADMIN_PORT, the JWT secret). The
-database URL must log in as `authenticator`: pass --db-url, or leave it out to use the embedded
-cluster's socket (DATABASE_URL is the owner's URL and is never used for requests).
+Secrets never travel on the command line (any local user reads argv in /proc/<pid>/cmdline):
+- the database URL (it may hold authenticator's password) comes from PGRST_DB_URI, PostgREST's own
+  variable; without it, the embedded cluster's socket as `authenticator` (DATABASE_URL is the
+  owner's URL and is never used for requests);
+- the JWT secret from PGRST_JWT_SECRET, else from --jwt-secret-file (a file only its owner can read),
+  else waybill's (WAYBILL_JWT_SECRET, or the data directory's 0600 `jwt-secret` file).
+Other defaults come from waybill's Settings (WAYBILL_API_HOST/PORT/ADMIN_PORT, WAYBILL_SLOW_QUERY_MS).
 """
 
 from __future__ import annotations
@@ -11,9 +15,12 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import stat
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 
@@ -43,6 +50,16 @@ class _Server(uvicorn.Server):
         yield
 
 
+DB_URL_ENV = "PGRST_DB_URI"
+JWT_SECRET_ENV = "PGRST_JWT_SECRET"
+DB_MAX_ROWS_ENV = "PGRST_DB_MAX_ROWS"
+UNSERVED_ENV = ("PGRST_DB_PRE_REQUEST", "PGRST_APP_SETTINGS_")  # PostgREST features `api` does not use
+_REFUSED = {
+    "--db-url": f"pass the database URL in {DB_URL_ENV}",
+    "--jwt-secret": f"pass the JWT secret in {JWT_SECRET_ENV} or --jwt-secret-file PATH (mode 0600)",
+}
+
+
 def _default_db_url() -> str:
     settings = get_settings()
     if settings.database_url:
@@ -60,8 +77,11 @@ def _default_db_url() -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     settings = get_settings()
     p = argparse.ArgumentParser(prog="python -m gateway", description=__doc__.splitlines()[0])
-    p.add_argument("--db-url", help="a URL that logs in as authenticator (default: the embedded cluster)")
-    p.add_argument("--jwt-secret", help="HS256 secret, >= 32 characters (default: waybill's)")
+    p.add_argument(
+        "--jwt-secret-file",
+        type=Path,
+        help=f"a file (not readable by group or others) holding the HS256 secret; {JWT_SECRET_ENV} wins",
+    )
     p.add_argument("--jwt-aud", help="the audience a token's aud claim must name, if any")
     p.add_argument("--host", default=settings.api_host)
     p.add_argument("--port", type=int, default=settings.api_port)
@@ -69,27 +89,59 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--schema", default="api", help="the one exposed schema")
     p.add_argument("--anon-role", default="anon")
     p.add_argument("--pool-size", type=int, default=10)
+    p.add_argument(
+        "--db-max-rows",
+        type=int,
+        default=int(os.environ.get(DB_MAX_ROWS_ENV) or 0) or None,
+        help=f"cap on the rows a read returns, as PostgREST's db-max-rows (default: {DB_MAX_ROWS_ENV} or none)",
+    )
+    p.add_argument(
+        "--prepare-threshold",
+        type=lambda v: None if v.lower() == "none" else int(v),
+        default=5,
+        help="psycopg prepares a statement after this many runs on a connection (none: never; default 5)",
+    )
     p.add_argument("--log-level", default=settings.log_level)
-    return p.parse_args(_glue_values(sys.argv[1:] if argv is None else argv))
+    args = sys.argv[1:] if argv is None else argv
+    for arg in args:
+        option = arg.split("=", 1)[0]
+        if option in _REFUSED:
+            p.error(
+                f"{option} is refused: a secret on the command line is readable by any local user; "
+                f"{_REFUSED[option]}"
+            )
+    unserved = sorted(k for k in os.environ if k.startswith(UNSERVED_ENV))
+    if unserved:
+        p.error(
+            f"{', '.join(unserved)}: pre-request functions and app settings are not served by the gateway"
+        )
+    return p.parse_args(args)
 
 
-def _glue_values(argv: list[str]) -> list[str]:
-    """`--jwt-secret -x...` as `--jwt-secret=-x...`: a generated secret may begin with a dash."""
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        if argv[i] in ("--jwt-secret", "--db-url") and i + 1 < len(argv):
-            out.append(f"{argv[i]}={argv[i + 1]}")
-            i += 2
-        else:
-            out.append(argv[i])
-            i += 1
-    return out
+def read_secret_file(path: Path) -> str:
+    """The secret in `path`, refused when group or others may read or write the file."""
+    try:
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise SystemExit(
+                f"gateway: {path} is readable by others (mode {stat.filemode(mode)}): chmod 600 it"
+            )
+        return path.read_text().strip()
+    except OSError as exc:
+        raise SystemExit(f"gateway: cannot read the JWT secret file: {exc}") from exc
+
+
+def _secret(args: argparse.Namespace) -> str:
+    if os.environ.get(JWT_SECRET_ENV):
+        return os.environ[JWT_SECRET_ENV]
+    if args.jwt_secret_file is not None:
+        return read_secret_file(args.jwt_secret_file)
+    return jwt_secret(get_settings())
 
 
 async def serve(args: argparse.Namespace) -> None:
-    db_url = args.db_url or _default_db_url()
-    secret = args.jwt_secret or jwt_secret(get_settings())
+    db_url = os.environ.get(DB_URL_ENV) or _default_db_url()
+    secret = _secret(args)
     try:
         app = create_app(
             db_url,
@@ -101,6 +153,8 @@ async def serve(args: argparse.Namespace) -> None:
             server_host=args.host,
             server_port=args.port,
             slow_query_ms=get_settings().slow_query_ms,
+            db_max_rows=args.db_max_rows,
+            prepare_threshold=args.prepare_threshold,
         )
     except ValueError as exc:
         raise SystemExit(f"gateway: {exc}") from exc

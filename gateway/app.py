@@ -1,167 +1,37 @@
 """The ASGI apps: the API (PostgREST v13's contract over one schema) and the admin port.
 
-Per request: verify the JWT; parse the path, headers and query string as PostgREST does; then on one
-pooled connection (logged in as `authenticator`) run one transaction:
-
-    BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY | READ WRITE
-    select set_config('search_path', ...), set_config('role', ...), ...   -- one batch
-    <the main statement: rows, count, json body, response.* settings>
-    COMMIT (or ROLLBACK), the whole transaction again on 40001
-
-and answer with PostgREST's status, headers and body.
+Per request: verify the JWT; route the path; plan the statement (gateway.plan, pure, with
+gateway.negotiate for Accept/Prefer); run it in one transaction (gateway.execute); answer with
+PostgREST's status, headers and body. gateway.edge handles what comes before routing (request id,
+size limits, CORS, access log).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
-import time
 import traceback
-import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qsl
 
-import psycopg
-import structlog
 from psycopg import sql
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from gateway import errors, openapi, query, sqlbuild
-from gateway.auth import AuthResult, Verifier
+from gateway import errors, openapi, plan, sqlbuild
+from gateway.auth import AuthResult
+from gateway.edge import RequestContext
 from gateway.errors import JSON_CT, ApiError
-from gateway.schema import Listener, Routine, SchemaCache, load
-from waybill.log import get_logger
+from gateway.execute import Executor, GatewayConfig
+from gateway.negotiate import OPENAPI_MIME, negotiate, parse_prefs
+from gateway.plan import Ctx
+from gateway.schema import SchemaCache
 
 MUTATING = ("POST", "PATCH", "PUT", "DELETE")
-JSON_MIME = "application/json"
-OBJECT_MIME = "application/vnd.pgrst.object+json"
-ARRAY_MIME = "application/vnd.pgrst.array+json"
-OPENAPI_MIME = "application/openapi+json"
-ACCEPTED_PREFS = {
-    "resolution=merge-duplicates",
-    "resolution=ignore-duplicates",
-    "return=representation",
-    "return=minimal",
-    "return=headers-only",
-    "count=exact",
-    "count=planned",
-    "count=estimated",
-    "tx=commit",
-    "tx=rollback",
-    "missing=default",
-    "missing=null",
-    "handling=strict",
-    "handling=lenient",
-}
-_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
-
-
-@dataclass
-class GatewayConfig:
-    db_url: str
-    jwt_secret: str
-    schema: str = "api"
-    anon_role: str = "anon"
-    extra_search_path: tuple[str, ...] = ("public",)
-    pool_size: int = 10
-    pool_timeout: float = 10.0
-    jwt_aud: str | None = None
-    channel: str = "pgrst"
-    max_attempts: int = 5  # one try + retries on serialization_failure (40001)
-    slow_query_ms: float = 500.0  # the plan's application-level slow-query warning (db_query_slow)
-    server_host: str = "127.0.0.1"
-    server_port: int = 3000
-
-
-@dataclass
-class Media:
-    kind: str  # "json", "object", "openapi"
-    strip_nulls: bool = False
-
-    @property
-    def content_type(self) -> str:
-        if self.kind == "object":
-            mime = OBJECT_MIME + (";nulls=stripped" if self.strip_nulls else "")
-        elif self.kind == "openapi":
-            mime = OPENAPI_MIME
-        elif self.strip_nulls:
-            mime = ARRAY_MIME + ";nulls=stripped"
-        else:
-            mime = JSON_MIME
-        return f"{mime}; charset=utf-8"
-
-
-@dataclass
-class Prefs:
-    count: bool = False
-    count_value: str | None = None
-    handling: str | None = None
-    invalid: list[str] = field(default_factory=list)
-
-    def applied(self) -> list[tuple[str, str]]:
-        vals = [v for v in (self.count_value if self.count else None, self.handling) if v]
-        return [("Preference-Applied", ", ".join(vals))] if vals else []
-
-
-def parse_prefs(values: Sequence[str]) -> Prefs:
-    prefs = [p.strip() for v in values for p in v.split(",") if p.strip()]
-    out = Prefs()
-    for p in prefs:
-        if p in ("count=exact", "count=planned", "count=estimated") and out.count_value is None:
-            out.count_value = p
-        elif p in ("handling=strict", "handling=lenient") and out.handling is None:
-            out.handling = p
-        elif p not in ACCEPTED_PREFS and not p.startswith(("max-affected=", "timezone=")):
-            out.invalid.append(p)
-    # planned/estimated counts need the planner's estimate, which the gateway does not serve.
-    out.count = out.count_value == "count=exact"
-    return out
-
-
-def negotiate(accept: str | None, *, root: bool = False) -> Media:
-    """The first acceptable media type of the Accept header, by q then order; else PGRST107."""
-    if accept is None or not accept.strip():
-        return Media("openapi" if root else "json")
-    ranges: list[tuple[float, int, str, dict[str, str]]] = []
-    for i, part in enumerate(accept.split(",")):
-        bits = [b.strip() for b in part.split(";")]
-        mime = bits[0].lower()
-        params: dict[str, str] = {}
-        for b in bits[1:]:
-            k, _, v = b.partition("=")
-            params[k.strip().lower()] = v.strip().strip('"')
-        try:
-            q = float(params.pop("q", "1"))
-        except ValueError:
-            q = 1.0
-        if mime:
-            ranges.append((-q, i, mime, params))
-    ranges.sort()
-    for negq, _, mime, params in ranges:
-        if negq == 0:
-            continue
-        strip = params.get("nulls") == "stripped"
-        if root:
-            if mime in (OPENAPI_MIME, JSON_MIME, "*/*", "application/*"):
-                return Media("openapi")
-            continue
-        if mime in (JSON_MIME, "*/*", "application/*"):
-            return Media("json")
-        if mime == OBJECT_MIME:
-            return Media("object", strip)
-        if mime == ARRAY_MIME:
-            return Media("json", strip)
-    raise errors.media_type_error([r[2] for r in ranges] or [accept])
 
 
 def _guc_overrides(
@@ -208,108 +78,8 @@ def error_response(err: ApiError) -> Response:
     return make_response(err.status, headers, err.body())
 
 
-@dataclass
-class Ctx:
-    """What the SQL side sees of the request, and what the access log says of it."""
-
-    auth: AuthResult
-    method: str
-    path: str
-    headers_json: str
-    cookies_json: str
-
-
-class Gateway:
-    """The runtime: pool, schema cache, listener, JWT verifier; `handle` answers one request."""
-
-    def __init__(self, config: GatewayConfig) -> None:
-        self.config = config
-        self.verifier = Verifier(config.jwt_secret, config.anon_role, config.jwt_aud)
-        self.cache: SchemaCache | None = None
-        self.pool: AsyncConnectionPool | None = None
-        self.listener: Listener | None = None
-        self.search_path = ", ".join(
-            '"' + s.replace('"', '""') + '"' for s in (config.schema, *config.extra_search_path)
-        )
-        self._reload_lock = asyncio.Lock()
-        self._loader: asyncio.Task | None = None
-        self.log = get_logger()
-
-    # -- lifecycle ----------------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        self.pool = AsyncConnectionPool(
-            self.config.db_url,
-            min_size=self.config.pool_size,
-            max_size=self.config.pool_size,
-            kwargs={"autocommit": True, "application_name": "gateway"},
-            timeout=self.config.pool_timeout,
-            open=False,
-            name="gateway",
-        )
-        await self.pool.open(wait=False)
-        self.listener = Listener(
-            _with_app_name(self.config.db_url, "gateway-listener"), self.config.channel, self.reload
-        )
-        self.listener.start()
-        self._loader = asyncio.create_task(self._initial_load(), name="gateway-initial-load")
-
-    async def stop(self) -> None:
-        for task in (self._loader,):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if self.listener is not None:
-            await self.listener.stop()
-        if self.pool is not None:
-            await self.pool.close()
-
-    async def _initial_load(self) -> None:
-        delay = 0.1
-        while self.cache is None:
-            if await self.reload():
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-    async def reload(self) -> bool:
-        """(Re)load the schema cache; the old one keeps serving until the new one is complete."""
-        async with self._reload_lock:
-            start = time.perf_counter()
-            try:
-                # Its own short-lived connection: fails fast when the database is away, and never
-                # waits behind request traffic for a pooled one.
-                async with await psycopg.AsyncConnection.connect(
-                    _with_app_name(self.config.db_url, "gateway-schema-cache"),
-                    autocommit=True,
-                    connect_timeout=10,
-                ) as conn:
-                    cache = await load(conn, self.config.schema)
-            except Exception as exc:  # noqa: BLE001 - logged; the caller retries
-                self.log.error("schema_cache_load_failed", error=str(exc), schema=self.config.schema)
-                return False
-            self.cache = cache
-            self.log.info(
-                "schema_cache_load_succeeded",
-                schema=self.config.schema,
-                functions=sum(len(v) for v in cache.routines.values()),
-                relations=len(cache.relations),
-                duration_ms=round((time.perf_counter() - start) * 1000, 3),
-            )
-            return True
-
-    async def ready(self) -> bool:
-        if self.cache is None or self.pool is None:
-            return False
-        try:
-            async with self.pool.connection(timeout=2.0) as conn:
-                await conn.execute("select 1")
-        except Exception:  # noqa: BLE001 - not ready, whatever the reason
-            return False
-        return True
-
-    # -- one request ----------------------------------------------------------------------------------
+class Gateway(Executor):
+    """The runtime (gateway.execute) plus HTTP: `handle` answers one request."""
 
     async def handle(self, request: Request) -> Response:
         try:
@@ -363,7 +133,7 @@ class Gateway:
                 raise errors.invalid_rpc_method(method)
             return await self._rpc(request, ctx, cache, name, negotiated)
         if method in ("GET", "HEAD"):
-            return await self._read(request, ctx, cache, name, negotiated)
+            return await self._answer(request, ctx, negotiated, self._plan_read(request, cache, name))
         if method == "OPTIONS":
             if name not in cache.relations:
                 raise errors.table_not_found(cache.schema, name, cache.relations)
@@ -382,7 +152,14 @@ class Gateway:
             if key != "cookie":
                 headers[key] = v.decode("latin-1")
         raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
+
+        async def wait_disconnect() -> None:
+            # Called once the body is read: what remains for receive() is the client going away.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
         return Ctx(
+            wait_disconnect=wait_disconnect,
             auth=auth,
             method=request.method,
             path=raw_path.decode("latin-1"),
@@ -390,174 +167,55 @@ class Gateway:
             cookies_json=json.dumps(dict(request.cookies), separators=(",", ":"), ensure_ascii=False),
         )
 
-    # -- reads of relations ---------------------------------------------------------------------------
-
-    async def _read(
-        self, request: Request, ctx: Ctx, cache: SchemaCache, name: str, negotiated: bool
-    ) -> Response:
-        qp = query.parse(request.scope.get("query_string", b""), is_rpc_read=False)
-        rng = query.top_range(request.method, request.headers.get("range"), qp)
-        prefs = self._prefs(request)
-        rel = cache.relations.get(name)
-        if rel is None:
-            raise errors.table_not_found(cache.schema, name, cache.relations)
-        media = negotiate(request.headers.get("accept"))
-        built = sqlbuild.read_relation(
-            cache.schema,
+    def _plan_read(self, request: Request, cache: SchemaCache, name: str) -> plan.Plan:
+        return plan.plan_read(
+            cache,
             name,
-            select=qp.select,
-            filters=qp.filters,
-            logic=qp.logic,
-            order=qp.order,
-            rng=rng,
-            count=prefs.count,
-            single=media.kind == "object",
-            strip_nulls=media.strip_nulls,
+            method=request.method,
+            query_string=request.scope.get("query_string", b""),
+            accept=request.headers.get("accept"),
+            range_header=request.headers.get("range"),
+            prefer=request.headers.getlist("prefer"),
+            db_max_rows=self.config.db_max_rows,
         )
-        row = await self.run(ctx, read_only=True, built=built, single=media.kind == "object")
-        location = f"/{name}" + (f"?{qp.canonical}" if qp.canonical else "")
-        return self._result(
-            request,
-            row,
-            rng=rng,
-            prefs=prefs,
-            media=media,
-            negotiated=negotiated,
-            void=False,
-            extra=[("Content-Location", location)],
-        )
-
-    # -- functions ------------------------------------------------------------------------------------
 
     async def _rpc(
         self, request: Request, ctx: Ctx, cache: SchemaCache, name: str, negotiated: bool
     ) -> Response:
         method = request.method
-        is_read = method in ("GET", "HEAD", "OPTIONS")
-        qp = query.parse(request.scope.get("query_string", b""), is_rpc_read=is_read)
-        rng = query.top_range(method, request.headers.get("range"), qp)
-        body_text: str | None = None
-        body_is_object = True
-        is_post_json = False
-        if method == "POST":
-            keys, body_text, body_is_object, is_post_json = await self._payload(request, qp)
-        else:
-            keys = set(qp.args)
-        prefs = self._prefs(request)
-        routine, whole_body = self._find_routine(
-            cache, name, keys, is_post_json=is_post_json, is_post=method == "POST"
-        )
-        if method == "OPTIONS":
-            return _options("OPTIONS,POST" if routine.volatile else "OPTIONS,GET,HEAD,POST")
-        media = negotiate(request.headers.get("accept"))
-        used = [p for p in routine.params if p.name in keys]
-        source_params: list[Any] = []
-        source = sqlbuild.call_sql(
-            routine,
-            used,
-            source_params,
-            get_args=qp.args if method != "POST" else None,
-            body=body_text,
-            body_is_object=body_is_object,
-            whole_body=whole_body,
-        )
-        single = media.kind == "object"
-        built = sqlbuild.call_routine(
-            routine,
-            source,
-            source_params,
-            select=qp.select,
-            filters=qp.filters,
-            logic=qp.logic,
-            order=qp.order,
-            rng=rng,
-            count=prefs.count,
-            single=single,
-            strip_nulls=media.strip_nulls,
-        )
-        read_only = method != "POST" or not routine.volatile
-        row = await self.run(ctx, read_only=read_only, built=built, single=single)
-        return self._result(
-            request,
-            row,
-            rng=rng,
-            prefs=prefs,
-            media=media,
-            negotiated=negotiated,
-            void=routine.void,
-            extra=[],
-        )
-
-    async def _payload(self, request: Request, qp: query.QueryParams) -> tuple[set[str], str, bool, bool]:
-        """(argument names, JSON text, is it an object, was it JSON) of a POST body."""
-        raw = await request.body()
-        ctype = (request.headers.get("content-type") or JSON_MIME).split(";")[0].strip().lower()
-        if ctype == "application/x-www-form-urlencoded":
-            pairs = parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True)
-            values = dict(pairs)
-            return set(values), json.dumps(values), True, False
-        if ctype not in (JSON_MIME, "*/*") and not ctype.endswith("+json"):
-            if ctype in ("text/plain", "text/xml", "application/octet-stream"):
-                return set(), "{}", True, False
-            raise errors.invalid_body(f"Content-Type not acceptable: {ctype}")
-        if raw.strip() == b"":
-            text, value = "{}", {}
-        else:
-            try:
-                text = raw.decode("utf-8")
-                value = json.loads(text, parse_constant=_reject_constant)
-            except ValueError:
-                raise errors.invalid_body("Empty or invalid json") from None
-        if isinstance(value, dict):
-            keys, is_object = set(value), True
-        elif isinstance(value, list):
-            if value and isinstance(value[0], dict):
-                keys = set(value[0])
-                if not all(isinstance(v, dict) and set(v) == keys for v in value):
-                    raise errors.invalid_body("All object keys must match")
-            elif value:
-                raise errors.invalid_body("All object keys must match")
-            else:
-                keys = set()
-            is_object = False
-        else:
-            keys, text, is_object = set(), "[]", False
-        if qp.columns is not None:
-            keys = set(qp.columns)
-        return keys, text, is_object, True
-
-    def _find_routine(
-        self, cache: SchemaCache, name: str, keys: set[str], *, is_post_json: bool, is_post: bool
-    ) -> tuple[Routine, bool]:
-        """PostgREST's overload resolution: by the SET of argument names; else the single unnamed one."""
-        candidates = cache.routines.get(name, [])
-        matches, fallbacks = [], []
-        for r in candidates:
-            if _params_match(r, keys):
-                matches.append(r)
-            elif (
-                is_post_json
-                and len(r.params) == 1
-                and r.params[0].name == ""
-                and r.params[0].type in ("json", "jsonb")
-            ):
-                fallbacks.append(r)
-        if len(matches) == 1:
-            return matches[0], False
-        if len(matches) > 1:
-            raise errors.ambiguous_rpc([r.signature for r in matches])
-        if len(fallbacks) == 1:
-            return fallbacks[0], True
-        if len(fallbacks) > 1:
-            raise errors.ambiguous_rpc([r.signature for r in fallbacks])
-        raise errors.no_rpc(
-            cache.schema,
+        planned = plan.plan_rpc(
+            cache,
             name,
-            keys,
-            is_post_json=is_post and is_post_json,
-            all_names=cache.routines,
-            overloads=[[p.name for p in r.params] for r in candidates],
+            method=method,
+            query_string=request.scope.get("query_string", b""),
+            accept=request.headers.get("accept"),
+            range_header=request.headers.get("range"),
+            prefer=request.headers.getlist("prefer"),
+            content_type=request.headers.get("content-type"),
+            body=await self._body(request) if method == "POST" else None,
+            db_max_rows=self.config.db_max_rows,
         )
+        if isinstance(planned, plan.Options):
+            return _options(planned.allow)
+        return await self._answer(request, ctx, negotiated, planned)
+
+    async def _answer(self, request: Request, ctx: Ctx, negotiated: bool, planned: plan.Plan) -> Response:
+        ctx.timezone = planned.prefs.timezone
+        row = await self.run(ctx, read_only=planned.read_only, built=planned.built, single=planned.single)
+        extra = [("Content-Location", planned.location)] if planned.location else []
+        return self._result(request, row, planned, negotiated=negotiated, extra=extra)
+
+    async def _body(self, request: Request) -> bytes:
+        """The request body, refused with 413 as soon as it exceeds max_body_bytes (chunked too)."""
+        limit = self.config.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise errors.payload_too_large(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     # -- GET / ------------------------------------------------------------------------------------------
 
@@ -571,85 +229,16 @@ class Gateway:
         body = b"" if request.method == "HEAD" else json.dumps(doc, separators=(",", ":")).encode()
         return make_response(200, [("Content-Type", f"{OPENAPI_MIME}; charset=utf-8")], body)
 
-    # -- the transaction ------------------------------------------------------------------------------
-
-    async def run(self, ctx: Ctx, *, read_only: bool, built: sqlbuild.Built, single: bool) -> tuple:
-        if self.pool is None:
-            raise errors.no_schema_cache()
-        setcfg = [
-            self.search_path,
-            ctx.auth.role,
-            json.dumps(ctx.auth.claims, separators=(",", ":"), sort_keys=True, ensure_ascii=False),
-            ctx.method,
-            ctx.path,
-            ctx.headers_json,
-            ctx.cookies_json,
-        ]
-        attempt = 0
-        try:
-            async with self.pool.connection() as conn:
-                while True:
-                    attempt += 1
-                    started = time.perf_counter()
-                    try:
-                        # One round trip: BEGIN, the settings, the statement (and COMMIT, unless the
-                        # result must be checked first). An error skips the rest of the pipeline.
-                        async with conn.pipeline():
-                            await conn.execute(sqlbuild.BEGIN[read_only], prepare=False)
-                            await conn.execute(sqlbuild.SET_CONFIG, setcfg)
-                            cur = await conn.execute(built.query, built.params)
-                            if not single:
-                                await conn.execute("commit", prepare=False)
-                        row = await cur.fetchone()
-                        if single:
-                            if row is not None and row[1] != 1:
-                                await conn.execute("rollback", prepare=False)
-                                raise errors.singularity_error(row[1])
-                            await conn.execute("commit", prepare=False)
-                        self._warn_if_slow(ctx, started)
-                        return row  # type: ignore[return-value]
-                    except psycopg.Error as exc:
-                        await _rollback(conn)
-                        if exc.sqlstate == "40001" and attempt < self.config.max_attempts:
-                            self.log.warning("db_transaction_retried", attempt=attempt, sqlstate=exc.sqlstate)
-                            continue
-                        raise errors.from_pg_error(exc, ctx.auth.authed) from exc
-        except PoolTimeout:
-            raise errors.pool_timeout() from None
-        except psycopg.OperationalError as exc:
-            if exc.sqlstate:
-                raise errors.from_pg_error(exc, ctx.auth.authed) from exc
-            raise errors.connection_error(str(exc) or None) from exc
-
-    def _warn_if_slow(self, ctx: Ctx, started: float) -> None:
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        if elapsed_ms > self.config.slow_query_ms:
-            self.log.warning(
-                "db_query_slow",
-                duration_ms=round(elapsed_ms, 3),
-                threshold_ms=self.config.slow_query_ms,
-                method=ctx.method,
-                path=ctx.path,
-            )
-
-    def _prefs(self, request: Request) -> Prefs:
-        prefs = parse_prefs(request.headers.getlist("prefer"))
-        if prefs.handling == "handling=strict" and prefs.invalid:
-            raise errors.invalid_preferences(prefs.invalid)
-        return prefs
-
     def _result(
         self,
         request: Request,
         row: tuple,
+        planned: plan.Plan,
         *,
-        rng: query.Range,
-        prefs: Prefs,
-        media: Media,
         negotiated: bool,
-        void: bool,
         extra: list[tuple[str, str]],
     ) -> Response:
+        rng, prefs, media, void = planned.rng, planned.prefs, planned.media, planned.void
         total, page_total, body, guc_headers, guc_status = row
         lower = rng.offset
         upper = lower + page_total - 1
@@ -682,92 +271,11 @@ class Gateway:
         return make_response(status, headers, payload)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _params_match(r: Routine, keys: set[str]) -> bool:
-    if not r.params:
-        return not keys
-    required = {p.name for p in r.params if p.required}
-    optional = {p.name for p in r.params if not p.required}
-    if not optional:
-        return keys == required
-    if not required:
-        return keys <= optional
-    return keys - optional == required
-
-
 def _options(allow: str) -> Response:
-    return make_response(200, [("Access-Control-Allow-Origin", "*"), ("Allow", allow)])
-
-
-async def _rollback(conn: psycopg.AsyncConnection) -> None:
-    if conn.closed:
-        return
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        with contextlib.suppress(psycopg.Error):
-            await conn.execute("rollback", prepare=False)
-
-
-def _with_app_name(url: str, name: str) -> str:
-    sep = "&" if "?" in url else "?"
-    if "://" not in url:  # a key=value conninfo
-        return f"{url} application_name={name}"
-    return f"{url}{sep}application_name={name}"
+    return make_response(200, [("Allow", allow)])
 
 
 # -- ASGI plumbing ------------------------------------------------------------------------------------
-
-
-class RequestContext:
-    """X-Request-Id (taken or made), bound into every log line; one access log line per request."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.log = get_logger()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        headers = list(scope["headers"])
-        given = next((v for k, v in headers if k == b"x-request-id"), None)
-        rid = given.decode("latin-1") if given is not None else ""
-        if not _REQUEST_ID.match(rid):
-            rid = str(uuid.uuid4())
-            headers = [(k, v) for k, v in headers if k != b"x-request-id"] + [(b"x-request-id", rid.encode())]
-        scope = {**scope, "headers": headers}
-        scope.setdefault("state", {})
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message = {
-                    **message,
-                    "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())],
-                }
-            await send(message)
-
-        structlog.contextvars.bind_contextvars(request_id=rid)
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            state = scope.get("state") or {}
-            self.log.info(
-                "http_request_completed",
-                method=scope["method"],
-                path=scope["path"],
-                query=scope.get("query_string", b"").decode("latin-1")[:500] or None,
-                status=status,
-                duration_ms=round((time.perf_counter() - start) * 1000, 3),
-                role=state.get("role"),
-                error_code=state.get("error_code"),
-            )
-            structlog.contextvars.unbind_contextvars("request_id")
 
 
 class _Endpoint:
@@ -790,7 +298,9 @@ def create_app(
     server_host: str = "127.0.0.1",
     server_port: int = 3000,
     pool_timeout: float = 10.0,
-    slow_query_ms: float = 500.0,
+    slow_query_ms: float | None = None,  # None: waybill's setting (WAYBILL_SLOW_QUERY_MS)
+    db_max_rows: int | None = None,
+    prepare_threshold: int | None = 5,
 ) -> Starlette:
     """The API app; its Gateway (pool, cache, listener) starts and stops with the app's lifespan.
 
@@ -807,7 +317,9 @@ def create_app(
             jwt_aud=jwt_aud,
             server_host=server_host,
             server_port=server_port,
-            slow_query_ms=slow_query_ms,
+            **({} if slow_query_ms is None else {"slow_query_ms": slow_query_ms}),
+            db_max_rows=db_max_rows,
+            prepare_threshold=prepare_threshold,
         )
     )
 
@@ -821,7 +333,13 @@ def create_app(
 
     app = Starlette(
         routes=[Route("/{path:path}", _Endpoint(gateway))],  # an ASGI endpoint: every method
-        middleware=[Middleware(RequestContext)],
+        middleware=[
+            Middleware(
+                RequestContext,
+                max_header_bytes=gateway.config.max_header_bytes,
+                max_body_bytes=gateway.config.max_body_bytes,
+            )
+        ],
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False
@@ -841,4 +359,12 @@ def create_admin_app(gateway: Gateway) -> Starlette:
     return Starlette(routes=[Route("/live", live), Route("/ready", ready)])
 
 
-__all__ = ["JSON_CT", "Gateway", "GatewayConfig", "create_admin_app", "create_app"]
+__all__ = [
+    "JSON_CT",
+    "Gateway",
+    "GatewayConfig",
+    "create_admin_app",
+    "create_app",
+    "negotiate",
+    "parse_prefs",
+]

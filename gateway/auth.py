@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -41,13 +42,6 @@ def bearer_token(authorization: str | None) -> str | None:
 
 def _b64(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-
-
-def _as_int(value: Any) -> int:
-    """A JSON number as a whole number of seconds (a fraction counts as 0, as PostgREST does)."""
-    if isinstance(value, int):
-        return value
-    return int(value) if float(value).is_integer() else 0
 
 
 def _is_number(value: Any) -> bool:
@@ -82,7 +76,8 @@ class Verifier:
             header = json.loads(_b64(parts[0]))
             if not isinstance(header, dict):
                 raise ValueError
-        except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: a header of thousands of nested arrays, read before any signature check.
             raise jwt_decode_error("JWT cryptographic operation failed") from exc
         alg = header.get("alg")
         if alg == "none":
@@ -104,20 +99,27 @@ class Verifier:
             raise jwt_decode_error("JWT cryptographic operation failed") from exc
         try:
             claims = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             claims = None
         if not isinstance(claims, dict):
             raise jwt_claims_error("Parsing claims failed")
-        self._check_claims(claims, int(now))
+        self._check_claims(claims, int(now))  # whole seconds now, claims as given (fractions too)
         return claims
 
-    def _check_claims(self, claims: dict[str, Any], now: int) -> None:
-        def number(name: str) -> int | None:
+    def _check_claims(self, claims: dict[str, Any], now: float) -> None:
+        """exp/nbf/iat compared as numbers, fractions included: a fractional time in the future is
+        in the future (truncating it to 0 would accept any such token)."""
+
+        def number(name: str) -> float | None:
             if name not in claims:
                 return None
             if not _is_number(claims[name]):
                 raise jwt_claims_error(f"The JWT '{name}' claim must be a number")
-            return _as_int(claims[name])
+            value = claims[name]
+            try:
+                return float(value)
+            except OverflowError:  # an integer beyond a double: past or future without end
+                return math.inf if value > 0 else -math.inf
 
         exp = number("exp")
         if exp is not None and not now <= exp + SKEW_SECONDS:

@@ -78,8 +78,20 @@ def invalid_rpc_method(method: str) -> ApiError:
     return ApiError(405, "PGRST101", f"Cannot use the {method} method on RPC")
 
 
-def invalid_body(message: str) -> ApiError:
-    return ApiError(400, "PGRST102", message)
+def invalid_body(message: str, details: str | None = None) -> ApiError:
+    return ApiError(400, "PGRST102", message, details)
+
+
+# The gateway's own limits (PostgREST leaves them to its HTTP server and proxy): codes PGRSTX13 and
+# PGRSTX31, named after their statuses, in PostgREST's 4-key body. gateway/README.md lists them.
+def payload_too_large(limit: int) -> ApiError:
+    return ApiError(413, "PGRSTX13", "Payload Too Large", f"The request body is larger than {limit} bytes")
+
+
+def headers_too_large(limit: int) -> ApiError:
+    return ApiError(
+        431, "PGRSTX31", "Request Header Fields Too Large", f"The request headers exceed {limit} bytes"
+    )
 
 
 def invalid_range(details: str) -> ApiError:

@@ -149,12 +149,16 @@ def _parse_list(text: str, pos: int, in_logic: bool) -> tuple[tuple[str, ...], i
     pos += 1
     values: list[str] = []
     while True:
+        pos = _skip_spaces(text, pos)  # PostgREST skips blanks after "(" and ","
+        value, end = _plain(text, pos, ",)")
         if pos < len(text) and text[pos] == '"':
-            value, end = _quoted(text, pos)
-            if end < len(text) and text[end] not in ",)":
-                value, end = _plain(text, pos, ",)")
-        else:
-            value, end = _plain(text, pos, ",)")
+            try:
+                quoted, qend = _quoted(text, pos)
+            except _Fail:  # a lone '"' (in.(")) is a plain value, as PostgREST reads it
+                pass
+            else:
+                if qend >= len(text) or text[qend] in ",)":
+                    value, end = quoted, qend
         values.append(value)
         pos = end
         if pos >= len(text):
@@ -162,6 +166,12 @@ def _parse_list(text: str, pos: int, in_logic: bool) -> tuple[tuple[str, ...], i
         if text[pos] == ")":
             return tuple(values), pos + 1
         pos += 1  # ','
+
+
+def _skip_spaces(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t":
+        pos += 1
+    return pos
 
 
 def _quoted(text: str, pos: int) -> tuple[str, int]:
@@ -268,13 +278,20 @@ def _filter(key: str, value: str, is_rpc_read: bool) -> Filter | None:
 # -- logic trees ----------------------------------------------------------------------------------
 
 
-def _logic_items(text: str, pos: int) -> tuple[tuple[Filter | Logic, ...], int]:
+# Nesting of and/or trees: PostgREST's parser has no bound, the gateway's recursive one does (and
+# the SQL it builds is nested as deep): deeper trees are a parse error (400 PGRST100), never a 500.
+MAX_LOGIC_DEPTH = 64
+
+
+def _logic_items(text: str, pos: int, depth: int = 1) -> tuple[tuple[Filter | Logic, ...], int]:
     if pos >= len(text) or text[pos] != "(":
         raise _Fail(pos + 1, f'unexpected {_show(text, pos)} expecting "("')
+    if depth > MAX_LOGIC_DEPTH:
+        raise _Fail(pos + 1, f"logic tree nested deeper than {MAX_LOGIC_DEPTH} levels")
     pos += 1
     items: list[Filter | Logic] = []
     while True:
-        item, pos = _logic_item(text, pos)
+        item, pos = _logic_item(text, _skip_spaces(text, pos), depth)
         items.append(item)
         if pos >= len(text):
             raise _Fail(pos + 1, 'unexpected end of input expecting ")"')
@@ -285,10 +302,10 @@ def _logic_items(text: str, pos: int) -> tuple[tuple[Filter | Logic, ...], int]:
         pos += 1
 
 
-def _logic_item(text: str, pos: int) -> tuple[Filter | Logic, int]:
+def _logic_item(text: str, pos: int, depth: int) -> tuple[Filter | Logic, int]:
     m = re.compile(r"(not\.)?(and|or)\(").match(text, pos)
     if m:
-        children, end = _logic_items(text, m.end() - 1)
+        children, end = _logic_items(text, m.end() - 1, depth + 1)
         return Logic(m.group(2), children, bool(m.group(1))), end
     fm = re.compile(r'("(?:[^"\\]|\\.)*"|[\w $-]+)\.').match(text, pos)
     if not fm:
@@ -313,6 +330,8 @@ def parse_logic(key: str, value: str) -> Logic:
         raise errors.not_embedded(".".join(path))
     try:
         children, end = _logic_items(value, 0)
+        if value[end:].strip(")") == "":  # PostgREST ignores stray closing parentheses at the end
+            end = len(value)
         if end != len(value):
             raise _Fail(end + 1, f"unexpected {_show(value, end)} expecting end of input")
     except _Fail as f:
@@ -484,6 +503,31 @@ def top_range(method: str, range_header: str | None, qp: QueryParams) -> Range:
             "The lower boundary must be lower than or equal to the upper boundary in the Range header."
         )
     return Range(lo, hi)
+
+
+def cap_range(rng: Range, max_rows: int | None) -> Range:
+    """PostgREST's db-max-rows: at most `max_rows` rows from the range's offset."""
+    if max_rows is None:
+        return rng
+    upper = rng.offset + max_rows - 1
+    return rng if rng.upper is not None and rng.upper <= upper else Range(rng.offset, upper)
+
+
+def fields_of(qp: QueryParams) -> set[str]:
+    """Every field a read names: selected (not *), filtered (logic trees included), ordered."""
+    out = {it.field for it in qp.select if it.field != "*"} | {f.field for f in qp.filters}
+    out |= {t.field for t in qp.order}
+
+    def walk(node: Filter | Logic) -> None:
+        if isinstance(node, Filter):
+            out.add(node.field)
+        else:
+            for child in node.children:
+                walk(child)
+
+    for tree in qp.logic:
+        walk(tree)
+    return out
 
 
 __all__ = [

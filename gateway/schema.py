@@ -81,6 +81,15 @@ class SchemaCache:
     schema: str
     routines: dict[str, list[Routine]] = field(default_factory=dict)
     relations: dict[str, Relation] = field(default_factory=dict)
+    # Roles the gateway's login role may switch to, each with its "impersonated role settings"
+    # (ALTER ROLE ... SET, role-wide and role-in-database), applied per request as PostgREST does.
+    roles: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    timezones: frozenset[str] = frozenset()  # pg_timezone_names: the valid `Prefer: timezone=` values
+    # Features PostgREST has and the gateway refuses (never answered wrongly): domains with casts
+    # to/from json/jsonb/text ("data representations") and functions of a relation's row type
+    # ("computed columns", by relation).
+    represented_types: frozenset[str] = frozenset()
+    computed: dict[str, frozenset[str]] = field(default_factory=dict)
     description: str | None = None
     loaded_at: float = 0.0
 
@@ -157,6 +166,46 @@ where c.relnamespace = %(schema)s::regnamespace
 order by c.relname
 """
 
+# PostgREST v12+ "impersonated role settings": after switching role, each setting stored with
+# ALTER ROLE ... SET is applied with set_config(key, value, true). A role-in-database setting wins
+# over the role-wide one (as at login). Settings the login role could not set itself (superuser
+# context, when it is no superuser) are left out, as is default_transaction_isolation (PostgREST
+# reads it to choose the isolation level, which the gateway does not do: READ COMMITTED always).
+ROLES_SQL = """
+select r.rolname as name,
+       coalesce((
+           select json_agg(json_build_array(s.key, s.value) order by s.key)
+           from (
+               select distinct on (split_part(cfg, '=', 1))
+                      split_part(cfg, '=', 1) as key, substr(cfg, strpos(cfg, '=') + 1) as value
+               from pg_catalog.pg_db_role_setting d, unnest(d.setconfig) as cfg
+               where d.setrole = r.oid
+                 and d.setdatabase in (0, (select oid from pg_catalog.pg_database
+                                           where datname = pg_catalog.current_database()))
+               order by split_part(cfg, '=', 1), d.setdatabase desc
+           ) s
+           left join pg_catalog.pg_settings ps on ps.name = s.key
+           where s.key <> 'default_transaction_isolation'
+             and (ps.context is null or ps.context = 'user'
+                  or (ps.context = 'superuser'
+                      and (select rolsuper from pg_catalog.pg_roles where rolname = current_user)))
+       ), '[]') as settings
+from pg_catalog.pg_roles r
+where pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER')
+"""
+
+# Domains PostgREST would read or render through a cast (data representations).
+REPRESENTED_SQL = """
+select pg_catalog.format_type(t.oid, null) as name
+from pg_catalog.pg_type t
+where t.typtype = 'd'
+  and exists (
+      select 1 from pg_catalog.pg_cast c
+      where (c.castsource = t.oid and c.casttarget in ('json'::regtype, 'jsonb'::regtype, 'text'::regtype))
+         or (c.casttarget = t.oid and c.castsource in ('json'::regtype, 'jsonb'::regtype, 'text'::regtype))
+  )
+"""
+
 SCHEMA_SQL = "select pg_catalog.obj_description(%(schema)s::regnamespace, 'pg_namespace') as description"
 
 # Callable through HTTP: all parameters named, or a single unnamed one that takes the whole body.
@@ -194,6 +243,11 @@ async def load(conn: psycopg.AsyncConnection, schema: str) -> SchemaCache:
                 description=r["description"],
             )
             cache.routines.setdefault(routine.name, []).append(routine)
+        await cur.execute("select name from pg_catalog.pg_timezone_names")
+        cache.timezones = frozenset(r["name"] for r in await cur.fetchall())
+        await cur.execute(ROLES_SQL)
+        for r in await cur.fetchall():
+            cache.roles[r["name"]] = tuple((k, v) for k, v in r["settings"])
         await cur.execute(RELATIONS_SQL, params)
         for r in await cur.fetchall():
             cache.relations[r["name"]] = Relation(
@@ -207,6 +261,18 @@ async def load(conn: psycopg.AsyncConnection, schema: str) -> SchemaCache:
                 pk_cols=tuple(r["pk_cols"]),
                 description=r["description"],
             )
+        await cur.execute(REPRESENTED_SQL)
+        cache.represented_types = frozenset(r["name"] for r in await cur.fetchall())
+    for rel in cache.relations:
+        rowtype = {f"{schema}.{rel}", f'{schema}."{rel}"'}
+        names = {
+            name
+            for name, routines in cache.routines.items()
+            for r in routines
+            if len(r.params) == 1 and r.params[0].type in rowtype
+        }
+        if names:
+            cache.computed[rel] = frozenset(names)
     return cache
 
 

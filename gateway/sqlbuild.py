@@ -7,6 +7,7 @@ response.headers / response.status settings left by the SQL that ran.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,24 @@ SET_CONFIG = sql.SQL(
     "set_config('request.cookies', %s, true)"
 )
 
+
+def set_config(role_settings: tuple[tuple[str, str], ...], timezone: str | None = None) -> sql.Composable:
+    """SET_CONFIG, then the role's own settings (after the switch, as PostgREST applies them), then
+    `Prefer: timezone`. Their names and values are parameters: the statement text only varies with
+    how many there are. Returns the statement; its extra parameters are `setting_params(...)`."""
+    extra = len(role_settings) + (timezone is not None)
+    if not extra:
+        return SET_CONFIG
+    return SET_CONFIG + sql.SQL(", set_config(%s, %s, true)" * extra)
+
+
+def setting_params(role_settings: tuple[tuple[str, str], ...], timezone: str | None = None) -> list[str]:
+    out = [x for kv in role_settings for x in kv]
+    if timezone is not None:
+        out += ["timezone", timezone]
+    return out
+
+
 BEGIN = {
     True: sql.SQL("begin isolation level read committed read only"),
     False: sql.SQL("begin isolation level read committed read write"),
@@ -52,7 +71,12 @@ def _array_literal(values: tuple[str, ...]) -> str:
     return "{" + ",".join(quoted) + "}"
 
 
-def _filter_sql(table: sql.Composable, f: Filter, params: list[Any]) -> sql.Composable:
+JSON_TYPES = ("json", "jsonb")
+
+
+def _filter_sql(
+    table: sql.Composable, f: Filter, params: list[Any], types: Mapping[str, str]
+) -> sql.Composable:
     col = sql.SQL("{}.{}").format(table, sql.Identifier(f.field))
     if f.op == "is":
         expr = sql.SQL("{} is {}").format(col, sql.SQL(IS_VALUES[f.value]))  # type: ignore[index]
@@ -69,9 +93,17 @@ def _filter_sql(table: sql.Composable, f: Filter, params: list[Any]) -> sql.Comp
         expr = sql.SQL("{} is distinct from %s").format(col)
     elif f.op in FTS_OPS:
         fn = sql.SQL(FTS_OPS[f.op])
+        if types.get(f.field) in JSON_TYPES:
+            # json/jsonb have no @@ tsquery: PostgREST searches to_tsvector([lang,] col), which
+            # indexes the string values of the document.
+            if f.lang:
+                params.append(f.lang)
+                col = sql.SQL("to_tsvector(%s::regconfig, {})").format(col)
+            else:
+                col = sql.SQL("to_tsvector({})").format(col)
         if f.lang:
             params.extend([f.lang, f.value])
-            expr = sql.SQL("{} @@ {}(%s, %s)").format(col, fn)
+            expr = sql.SQL("{} @@ {}(%s::regconfig, %s)").format(col, fn)
         else:
             params.append(f.value)
             expr = sql.SQL("{} @@ {}(%s)").format(col, fn)
@@ -89,18 +121,26 @@ def _filter_sql(table: sql.Composable, f: Filter, params: list[Any]) -> sql.Comp
     return sql.SQL("not {}").format(expr) if f.negate else expr
 
 
-def _logic_sql(table: sql.Composable, node: Filter | Logic, params: list[Any]) -> sql.Composable:
+def _logic_sql(
+    table: sql.Composable, node: Filter | Logic, params: list[Any], types: Mapping[str, str]
+) -> sql.Composable:
     if isinstance(node, Filter):
-        return _filter_sql(table, node, params)
+        return _filter_sql(table, node, params, types)
     joiner = sql.SQL(" and ") if node.op == "and" else sql.SQL(" or ")
-    inner = sql.SQL("({})").format(joiner.join(_logic_sql(table, c, params) for c in node.children))
+    inner = sql.SQL("({})").format(joiner.join(_logic_sql(table, c, params, types) for c in node.children))
     return sql.SQL("not {}").format(inner) if node.negate else inner
 
 
 def where_sql(
-    table: sql.Composable, filters: list[Filter], logic: list[Logic], params: list[Any]
+    table: sql.Composable,
+    filters: list[Filter],
+    logic: list[Logic],
+    params: list[Any],
+    types: Mapping[str, str] | None = None,
 ) -> sql.Composable:
-    conds = [_filter_sql(table, f, params) for f in filters] + [_logic_sql(table, t, params) for t in logic]
+    types = types or {}
+    conds = [_filter_sql(table, f, params, types) for f in filters]
+    conds += [_logic_sql(table, t, params, types) for t in logic]
     if not conds:
         return sql.SQL("")
     return sql.SQL(" where ") + sql.SQL(" and ").join(conds)
@@ -174,13 +214,14 @@ def read_relation(
     count: bool,
     single: bool,
     strip_nulls: bool,
+    column_types: Mapping[str, str] | None = None,
 ) -> Built:
     table = sql.Identifier(schema, name)
     params: list[Any] = []
     main = sql.SQL("select {} from {}{}{}{}").format(
         select_sql(table, select),
         table,
-        where_sql(table, filters, logic, params),
+        where_sql(table, filters, logic, params, column_types),
         order_sql(table, order),
         range_sql(rng, params),
     )
@@ -188,7 +229,7 @@ def read_relation(
     total = sql.SQL("null::bigint")
     if count:
         count_cte = sql.SQL(", pgrst_source_count as (select 1 from {}{})").format(
-            table, where_sql(table, filters, logic, params)
+            table, where_sql(table, filters, logic, params, column_types)
         )
         total = sql.SQL("(select pg_catalog.count(*) from pgrst_source_count)")
     query = sql.SQL(

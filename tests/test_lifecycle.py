@@ -50,9 +50,7 @@ def test_order_to_delivery_and_refund(conn: psycopg.Connection) -> None:
     # floor(1,235 * 2,000 / 12,345) = floor(200.08) = 200. The SQL rules (core.fee_for,
     # core.refund_fee_share, the one home of both) give the same figures by hand.
     fee, fee_share = 1235, 200
-    assert one(
-        conn, "select core.fee_for(12345, 1000), core.refund_fee_share(1235, 12345, 0, 2000)"
-    ) == (
+    assert one(conn, "select core.fee_for(12345, 1000), core.refund_fee_share(1235, 12345, 0, 2000)") == (
         fee,
         fee_share,
     )

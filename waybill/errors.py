@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from gateway.errors import pg_status  # the one SQLSTATE -> HTTP status table (PostgREST v13's)
+
 # SQLSTATE -> registry code for errors PostgreSQL raises itself (mirrors ops.error_codes).
 NATIVE_CODES = {
     "23505": "UNIQUE_VIOLATION",
@@ -57,6 +59,7 @@ def from_psycopg(exc: psycopg.Error) -> WaybillError:
         code=NATIVE_CODES.get(sqlstate, f"UNKNOWN_{sqlstate}"),
         message=primary,
         sqlstate=sqlstate,
+        http_status=pg_status(sqlstate, primary, authed=True) if sqlstate else None,
         details=diag.message_detail,
         hint=diag.message_hint,
     )

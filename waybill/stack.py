@@ -102,10 +102,12 @@ class Stack:
             front = "PostgREST (postgrest binary on PATH)"
         else:
             cmd = [
-                sys.executable, "-m", "gateway", "--db-url", db_url, "--jwt-secret", secret,
+                sys.executable, "-m", "gateway",
                 "--host", s.api_host, "--port", str(s.api_port), "--admin-port", str(s.api_admin_port),
             ]  # fmt: skip
-            self.children.append(process.start(cmd, env=dict(os.environ, **db_env)))
+            # The URL (authenticator's password) and the secret by environment: argv is public.
+            env = dict(os.environ, **db_env, PGRST_DB_URI=db_url, PGRST_JWT_SECRET=secret)
+            self.children.append(process.start(cmd, env=env))
             front = "gateway/ (PostgREST's contract; no postgrest binary on PATH)"
         ready = f"http://{s.api_host}:{s.api_admin_port}/ready"
         process.wait_until(

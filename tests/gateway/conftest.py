@@ -78,15 +78,15 @@ def start_gateway(cluster: Cluster, dbname: str, log_path: Path, *, wait_ready: 
     secret = secrets.token_urlsafe(40)
     port, admin_port = free_port(), free_port()
     args = [
-        sys.executable, "-m", "gateway",
-        "--db-url", cluster.url(dbname, user="authenticator"),
-        f"--jwt-secret={secret}", "--host", "127.0.0.1",
+        sys.executable, "-m", "gateway", "--host", "127.0.0.1",
         "--port", str(port), "--admin-port", str(admin_port), "--log-level", "debug",
     ]  # fmt: skip
     for k, v in extra.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
+    # Secrets by environment, never argv (tests included): see gateway/__main__.py.
+    env = dict(os.environ, PGRST_DB_URI=cluster.url(dbname, user="authenticator"), PGRST_JWT_SECRET=secret)
     with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
-        proc = process.start(args, output=log)
+        proc = process.start(args, env=env, output=log)
     gw = Gw(
         f"http://127.0.0.1:{port}",
         f"http://127.0.0.1:{admin_port}",

@@ -165,10 +165,28 @@ create view api.t_secret with (security_invoker = true) as select 1 as x;
 
 create function api.t_sleep(ms int) returns int language sql stable as $$ select ms from pg_sleep(ms / 1000.0) $$;
 
+-- issue 7: full-text search on jsonb, timestamptz rendering, and what the gateway refuses -----------
+create view api.t_docs with (security_invoker = true) as
+    select 1 as id, '{"title": "fast delivery trucks", "tags": ["red"]}'::jsonb as doc,
+           '2024-01-01 12:00:00+00'::timestamptz as at
+    union all
+    select 2, '{"title": "slow boats"}'::jsonb, '2024-06-01 00:30:00+00'::timestamptz;
+create domain api.t_cents as bigint;  -- a data representation: rendered through its json cast
+create function api.t_cents_json(api.t_cents) returns json language sql immutable
+    as $$ select to_json($1::bigint / 100.0) $$;
+create cast (api.t_cents as json) with function api.t_cents_json(api.t_cents);
+create view api.t_prices with (security_invoker = true) as select 1 as id, 1999::api.t_cents as price;
+create function api.t_label(item api.t_items) returns text language sql stable  -- a computed column
+    as $$ select item.name || '!' $$;
+create function api.t_setting(name text) returns text language sql stable
+    as $$ select current_setting(name) $$;
+create function api.t_var(variadic xs int[]) returns int language sql immutable
+    as $$ select array_length(xs, 1) $$;
+
 -- grants ------------------------------------------------------------------------------------------
 grant execute on all functions in schema api to anon, service, admin, agent;
 revoke execute on function api.t_private() from anon, service, admin, agent;
-grant select on api.t_items to anon, service, admin, agent;
+grant select on api.t_items, api.t_docs, api.t_prices to anon, service, admin, agent;
 grant usage on schema ops to anon, service, admin, agent;
 grant execute on function ops.request_id() to anon, service, admin, agent;
 

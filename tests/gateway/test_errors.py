@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.gateway.conftest import ERROR_KEYS, assert_error
+from tests.gateway.conftest import ERROR_KEYS, Gw, assert_error
 
 # (SQLSTATE raised, HTTP status) for every row of POSTGREST-CONTRACT.md's table.
 TABLE = [
@@ -105,3 +105,20 @@ def test_error_bodies_have_exactly_four_keys(anon: httpx.Client) -> None:
         assert r.status_code >= 400
         assert set(r.json()) == ERROR_KEYS
         assert r.headers["content-type"] == "application/json; charset=utf-8"
+
+
+def test_registry_native_rows_follow_the_one_sqlstate_table(gw: Gw) -> None:
+    """ops.error_codes' rows for errors PostgreSQL raises itself, waybill/errors.py's NATIVE_CODES
+    and gateway/errors.py's SQLSTATE -> HTTP table (the home) agree."""
+    from gateway.errors import pg_status
+    from waybill.errors import NATIVE_CODES
+
+    with gw.db() as conn:
+        rows = conn.execute(
+            "select sqlstate, code, http_status from ops.error_codes where sqlstate <> 'PGRST'"
+        ).fetchall()
+    assert rows
+    for sqlstate, code, status in rows:
+        assert NATIVE_CODES[sqlstate] == code
+        assert pg_status(sqlstate, "", authed=True) == status, sqlstate
+    assert set(NATIVE_CODES) == {r[0] for r in rows}

@@ -46,9 +46,13 @@ def test_ranges() -> None:
 
 
 def test_prefs_and_negotiation() -> None:
-    p = parse_prefs(["count=exact, handling=strict", "x=y"])
-    assert p.count and p.invalid == ["x=y"]
-    assert p.applied() == [("Preference-Applied", "count=exact, handling=strict")]
+    p = parse_prefs(["count=exact, handling=lenient", "x=y", "timezone=UTC"], {"UTC"})
+    assert p.count and p.invalid == ["x=y"] and p.timezone == "UTC"
+    assert p.applied() == [("Preference-Applied", "count=exact, handling=lenient, timezone=UTC")]
+    for bad in ("x=y", "timezone=Mars/Olympus", "max-affected=ten"):
+        with pytest.raises(ApiError) as info:
+            parse_prefs([f"handling=strict, {bad}"], {"UTC"})
+        assert (info.value.status, info.value.code) == (400, "PGRST122")
     assert negotiate("text/csv;q=0.9, application/vnd.pgrst.object+json").kind == "object"
     with pytest.raises(ApiError):
         negotiate("text/csv")
@@ -106,11 +110,3 @@ def test_unexpected_exception_is_a_json_500_and_a_log_line(capsys: pytest.Captur
     lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
     failed = [x for x in lines if x["event"] == "http_request_failed"]
     assert failed and failed[0]["request_id"] == "boom-1" and "kaboom" in failed[0]["error"]
-
-
-def test_cli_accepts_a_secret_that_begins_with_a_dash() -> None:
-    from gateway.__main__ import parse_args
-
-    args = parse_args(["--jwt-secret", "-abc" + "x" * 40, "--db-url", "postgresql:///x", "--port", "1"])
-    assert args.jwt_secret == "-abc" + "x" * 40
-    assert (args.db_url, args.port) == ("postgresql:///x", 1)

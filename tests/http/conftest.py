@@ -50,9 +50,10 @@ def api(cluster: Cluster) -> Iterator[Api]:
     cluster.create_database(name, template=testing.TEMPLATE_DB)
     secret = secrets.token_urlsafe(40)
     port, admin_port = free_port(), free_port()
+    env = dict(os.environ, PGRST_DB_URI=cluster.url(name, user="authenticator"), PGRST_JWT_SECRET=secret)
     proc = process.start(
-        [sys.executable, "-m", "gateway", "--db-url", cluster.url(name, user="authenticator"),
-         "--jwt-secret", secret, "--host", "127.0.0.1", "--port", str(port), "--admin-port", str(admin_port)],
+        [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port), "--admin-port", str(admin_port)],
+        env=env,
     )  # fmt: skip
     try:
         ready = f"http://127.0.0.1:{admin_port}/ready"
