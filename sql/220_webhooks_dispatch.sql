@@ -523,7 +523,7 @@ begin
     if current_setting('cron.database_name', true) is distinct from current_database() then
         return 'not scheduled: pg_cron runs in database ' || coalesce(current_setting('cron.database_name', true), '(none)');
     end if;
-    create extension if not exists pg_cron;
+    create extension if not exists pg_cron with schema public;  -- its objects go to its own schema cron
     perform cron.schedule('waybill_webhooks_prune', '*/10 * * * *', 'call webhooks.prune()');
     return 'scheduled waybill_webhooks_prune';
 end
