@@ -69,8 +69,9 @@ select is((select count(*)::int from webhooks.events
               and body::jsonb ->> 'eventType' = event_type
               and (select array_agg(k order by k) from jsonb_object_keys(body::jsonb) k) = '{data,eventId,eventType,idempotencyKey,timestamp}'),
     14, 'every body is exactly {eventId, eventType, timestamp, idempotencyKey, data} and matches its row');
-select is(webhooks.emit('order.confirmed', 1, (select idempotency_key from webhooks.events where event_type = 'order.confirmed'), '{}', now()),
-    null, 'the same idempotency key again writes nothing');
+select throws_code(format($$select webhooks.emit('order.confirmed', 1, %L, '{}', now())$$,
+                          (select idempotency_key from webhooks.events where event_type = 'order.confirmed')),
+    'UNIQUE_VIOLATION', 'the same idempotency key again is refused: one event per business fact');
 
 -- Wake-up: armed -> the next PENDING work disarms it (and notifies at commit); unarmed -> nothing.
 select webhooks.arm_wakeup('tap');
