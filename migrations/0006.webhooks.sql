@@ -366,7 +366,6 @@ create table webhooks.deliveries (
     delivered_at      timestamptz,
     finished_at       timestamptz,
     constraint deliveries_pkey primary key (id),
-    constraint deliveries_event_id_fkey foreign key (event_id) references webhooks.events (id),
     constraint deliveries_event_id_subscription_id_key unique (event_id, subscription_id),
     constraint deliveries_status_check check (status in ('PENDING', 'SENDING', 'DELIVERED', 'FAILED', 'SKIPPED')),
     constraint deliveries_attempts_nonnegative_check check (attempts >= 0),
@@ -384,6 +383,8 @@ create table webhooks.deliveries (
     constraint deliveries_last_status_code_range_check check (last_status_code between 100 and 599)
 );
 alter table webhooks.deliveries enable row level security;
+comment on column webhooks.deliveries.event_id is
+    'The webhooks.events row, written with it by webhooks.emit (no foreign key: events are append-only and retention deletes an event only once no delivery refers to it; a foreign key check would lock the event row and write one more WAL record per delivery).';
 comment on column webhooks.deliveries.subscription_id is
     'A webhooks.subscriptions row, taken from it by webhooks.emit (no foreign key: see webhooks.tg_keep_referenced_rows).';
 comment on table webhooks.deliveries is
@@ -419,7 +420,7 @@ comment on index webhooks.deliveries_subscription_id_status_created_at_idx is
 create index deliveries_failed_created_at_idx on webhooks.deliveries (created_at desc) where status = 'FAILED';
 comment on index webhooks.deliveries_failed_created_at_idx is
     'Serves "FAILED deliveries newest first" across subscriptions and the health check (partial on FAILED).';
--- The unique (event_id, subscription_id) key serves the events FK (event_id leads).
+-- The unique (event_id, subscription_id) key serves "the deliveries of event X" (event_id leads).
 
 create table webhooks.attempts (
     id                bigint generated always as identity,
@@ -738,11 +739,15 @@ returns trigger
 language plpgsql
 as $$
 -- Deferred to COMMIT. Common case: nobody is armed, one read of one row, no lock, no NOTIFY.
--- When a dispatcher is armed: the first committing transaction disarms it (row lock; concurrent
--- ones re-check after it and find it disarmed) and sends NOTIFY webhooks with an empty payload.
+-- When a dispatcher is armed: the first committing transaction disarms it and sends NOTIFY
+-- webhooks (empty payload). SKIP LOCKED: the others committing at that moment do not queue behind
+-- its row lock - the one holding it notifies for all of them. Measured (bench/outbox.py, 32
+-- clients, a dispatcher re-arming at once after each wake-up): with a plain UPDATE a third of the
+-- time went to Lock:tuple waits behind the disarming transaction.
 begin
     if (select w.armed from webhooks.wakeup w where w.id) then
-        update webhooks.wakeup w set armed = false where w.id and w.armed;
+        update webhooks.wakeup w set armed = false
+         where w.id = (select x.id from webhooks.wakeup x where x.id and x.armed for update skip locked);
         if found then
             perform pg_notify('webhooks', '');
         end if;

@@ -360,7 +360,6 @@ create table webhooks.deliveries (
     delivered_at      timestamptz,
     finished_at       timestamptz,
     constraint deliveries_pkey primary key (id),
-    constraint deliveries_event_id_fkey foreign key (event_id) references webhooks.events (id),
     constraint deliveries_event_id_subscription_id_key unique (event_id, subscription_id),
     constraint deliveries_status_check check (status in ('PENDING', 'SENDING', 'DELIVERED', 'FAILED', 'SKIPPED')),
     constraint deliveries_attempts_nonnegative_check check (attempts >= 0),
@@ -378,6 +377,8 @@ create table webhooks.deliveries (
     constraint deliveries_last_status_code_range_check check (last_status_code between 100 and 599)
 );
 alter table webhooks.deliveries enable row level security;
+comment on column webhooks.deliveries.event_id is
+    'The webhooks.events row, written with it by webhooks.emit (no foreign key: events are append-only and retention deletes an event only once no delivery refers to it; a foreign key check would lock the event row and write one more WAL record per delivery).';
 comment on column webhooks.deliveries.subscription_id is
     'A webhooks.subscriptions row, taken from it by webhooks.emit (no foreign key: see webhooks.tg_keep_referenced_rows).';
 comment on table webhooks.deliveries is
@@ -413,7 +414,7 @@ comment on index webhooks.deliveries_subscription_id_status_created_at_idx is
 create index deliveries_failed_created_at_idx on webhooks.deliveries (created_at desc) where status = 'FAILED';
 comment on index webhooks.deliveries_failed_created_at_idx is
     'Serves "FAILED deliveries newest first" across subscriptions and the health check (partial on FAILED).';
--- The unique (event_id, subscription_id) key serves the events FK (event_id leads).
+-- The unique (event_id, subscription_id) key serves "the deliveries of event X" (event_id leads).
 
 create table webhooks.attempts (
     id                bigint generated always as identity,

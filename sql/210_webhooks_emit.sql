@@ -254,11 +254,15 @@ returns trigger
 language plpgsql
 as $$
 -- Deferred to COMMIT. Common case: nobody is armed, one read of one row, no lock, no NOTIFY.
--- When a dispatcher is armed: the first committing transaction disarms it (row lock; concurrent
--- ones re-check after it and find it disarmed) and sends NOTIFY webhooks with an empty payload.
+-- When a dispatcher is armed: the first committing transaction disarms it and sends NOTIFY
+-- webhooks (empty payload). SKIP LOCKED: the others committing at that moment do not queue behind
+-- its row lock - the one holding it notifies for all of them. Measured (bench/outbox.py, 32
+-- clients, a dispatcher re-arming at once after each wake-up): with a plain UPDATE a third of the
+-- time went to Lock:tuple waits behind the disarming transaction.
 begin
     if (select w.armed from webhooks.wakeup w where w.id) then
-        update webhooks.wakeup w set armed = false where w.id and w.armed;
+        update webhooks.wakeup w set armed = false
+         where w.id = (select x.id from webhooks.wakeup x where x.id and x.armed for update skip locked);
         if found then
             perform pg_notify('webhooks', '');
         end if;
