@@ -170,7 +170,9 @@ def drop_statement(cur: ClientCursor, index: str) -> str:
              from pg_constraint k where k.conindid = %s""",
         [oid],
     ).fetchone()
-    return row[0] if row else cur.execute("select format('drop index %%s', %s::regclass)", [oid]).fetchone()[0]
+    return (
+        row[0] if row else cur.execute("select format('drop index %%s', %s::regclass)", [oid]).fetchone()[0]
+    )
 
 
 class Caller:
@@ -502,7 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--orders", type=int, default=200_000)
     p.add_argument("--agents", type=int, default=5_000)
-    p.add_argument("--webhook-events", type=int, default=300_000, help="webhook events in the outbox (x2 deliveries)")
+    p.add_argument(
+        "--webhook-events", type=int, default=300_000, help="webhook events in the outbox (x2 deliveries)"
+    )
     p.add_argument("--seed", type=float, default=0.42, help="setseed() value in [-1, 1] for waybill.seed")
     p.add_argument("--runs", type=int, default=5, help="timed runs per query and variant (median)")
     p.add_argument("--no-seed", action="store_true", help="the database already holds the data")
