@@ -578,7 +578,7 @@ comment on function webhooks.shipment_data(core.shipping_assignments) is
 
 -- -------------------------------------------------------------------------------------------------
 -- emit: one event, one delivery per subscription to its type
--- The functions of the business path (emit, the emission triggers, the wake-up trigger) have no SET
+-- The functions of the business path (emit and the emission triggers) have no SET
 -- search_path and are not SECURITY DEFINER: a SET clause costs a GUC save and restore on every call
 -- (~26 us measured, three calls per event), and they need neither. Every name in them is qualified,
 -- and they always run as the owner: no role but the owner may write core.* or webhooks.* (request
@@ -737,8 +737,12 @@ comment on trigger _200_emit_webhook on core.shipping_assignments is 'Writes the
 create function webhooks.tg_deliveries__wake()
 returns trigger
 language plpgsql
+security definer
+set search_path = ''
 as $$
--- Deferred to COMMIT. Common case: nobody is armed, one read of one row, no lock, no NOTIFY.
+-- Deferred to COMMIT, so it runs as whoever is current then - the request role, once the
+-- SECURITY DEFINER api function has returned: hence SECURITY DEFINER here (and its SET).
+-- Common case: nobody is armed, one read of one row, no lock, no NOTIFY.
 -- When a dispatcher is armed: the first committing transaction disarms it and sends NOTIFY
 -- webhooks (empty payload). SKIP LOCKED: the others committing at that moment do not queue behind
 -- its row lock - the one holding it notifies for all of them. Measured (bench/outbox.py, 32
