@@ -27,6 +27,10 @@ PLPGSQL_CHECK_ALLOWED: dict[tuple[str, str, str], str] = {
     ("ops.assign_owner(name)", "00000", "routine is marked as VOLATILE, should be STABLE"): (
         "it runs ALTER ... OWNER TO through EXECUTE, which plpgsql_check cannot see as a write"
     ),
+    ("webhooks.schedule_retention()", "3F000", 'schema "cron" does not exist'): (
+        "pg_cron's schema exists only in the database pg_cron runs in (cron.database_name); the function "
+        "returns before the call anywhere else, which is where the test clones are checked"
+    ),
 }
 
 # Landed migrations (0001-0004) came before squawk; their findings are history (files never edited).
