@@ -200,6 +200,8 @@ as $$
 -- AFTER an offer (INSERT) or a status change to ACCEPTED, DELIVERED, FAILED or CANCELLED: count the
 -- event in the agent's and the zip code's row of the event's UTC day. A row inserted with a later
 -- status (fixtures, hand-made data) carries several events: each is counted, as rebuild_rollups does.
+-- Hand-made rows may lack an event's timestamp: updated_at stands in (accepted_at: created_at as the
+-- start of a delivery), in rebuild_rollups too, so that no write ever fails here.
 declare
     v_events text[];
     v_event text;
@@ -225,9 +227,9 @@ begin
             values (new.zip_code, metrics.utc_day(new.created_at), 1)
             on conflict (zip_code, day) do update set offered = z.offered + 1;
         elsif v_event = 'ACCEPTED' then
-            v_day := metrics.utc_day(new.accepted_at);
-            v_min := metrics.minutes(new.accepted_at - new.created_at);
-            v_us := metrics.micros(new.accepted_at - new.created_at);
+            v_day := metrics.utc_day(coalesce(new.accepted_at, new.updated_at));
+            v_min := metrics.minutes(coalesce(new.accepted_at, new.updated_at) - new.created_at);
+            v_us := metrics.micros(coalesce(new.accepted_at, new.updated_at) - new.created_at);
             insert into metrics.agent_daily as a (agent_id, day, accepted, acceptance_us, acceptance_hist)
             values (new.agent_id, v_day, 1, v_us, jsonb_build_object(v_min::text, 1))
             on conflict (agent_id, day) do update
@@ -239,8 +241,8 @@ begin
                 set accepted = z.accepted + 1, acceptance_us = z.acceptance_us + v_us;
         elsif v_event = 'DELIVERED' then
             v_day := metrics.utc_day(new.delivered_at);
-            v_min := metrics.minutes(new.delivered_at - new.accepted_at);
-            v_us := metrics.micros(new.delivered_at - new.accepted_at);
+            v_min := metrics.minutes(new.delivered_at - coalesce(new.accepted_at, new.created_at));
+            v_us := metrics.micros(new.delivered_at - coalesce(new.accepted_at, new.created_at));
             v_on_time := (new.delivered_at <= new.sla_due_at)::integer;
             insert into metrics.agent_daily as a (agent_id, day, delivered, on_time, delivery_us, delivery_hist)
             values (new.agent_id, v_day, 1, v_on_time, v_us, jsonb_build_object(v_min::text, 1))
@@ -253,7 +255,7 @@ begin
                 set delivered = z.delivered + 1, on_time = z.on_time + v_on_time,
                     delivery_us = z.delivery_us + v_us, delivery_hist = metrics.hist_add(z.delivery_hist, v_min);
         elsif v_event = 'FAILED' then
-            v_day := metrics.utc_day(new.failed_at);
+            v_day := metrics.utc_day(coalesce(new.failed_at, new.updated_at));
             insert into metrics.agent_daily as a (agent_id, day, failed)
             values (new.agent_id, v_day, 1)
             on conflict (agent_id, day) do update set failed = a.failed + 1;
@@ -261,7 +263,7 @@ begin
             values (new.zip_code, v_day, 1)
             on conflict (zip_code, day) do update set failed = z.failed + 1;
         elsif v_event = 'CANCELLED' then
-            v_day := metrics.utc_day(new.cancelled_at);
+            v_day := metrics.utc_day(coalesce(new.cancelled_at, new.updated_at));
             if new.agent_id is not null then
                 insert into metrics.agent_daily as a (agent_id, day, cancelled)
                 values (new.agent_id, v_day, 1)
@@ -320,16 +322,17 @@ begin
          where a.accepted_at is not null and a.agent_id is not null
         union all
         select a.agent_id, metrics.utc_day(a.delivered_at), 'D',
-               metrics.minutes(a.delivered_at - a.accepted_at), metrics.micros(a.delivered_at - a.accepted_at),
+               metrics.minutes(a.delivered_at - coalesce(a.accepted_at, a.created_at)),
+               metrics.micros(a.delivered_at - coalesce(a.accepted_at, a.created_at)),
                (a.delivered_at <= a.sla_due_at)::integer
           from core.shipping_assignments a
          where a.status = 'DELIVERED'
         union all
-        select a.agent_id, metrics.utc_day(a.failed_at), 'F', null, 0, 0
+        select a.agent_id, metrics.utc_day(coalesce(a.failed_at, a.updated_at)), 'F', null, 0, 0
           from core.shipping_assignments a
          where a.status = 'FAILED'
         union all
-        select a.agent_id, metrics.utc_day(a.cancelled_at), 'C', null, 0, 0
+        select a.agent_id, metrics.utc_day(coalesce(a.cancelled_at, a.updated_at)), 'C', null, 0, 0
           from core.shipping_assignments a
          where a.status = 'CANCELLED' and a.agent_id is not null
     ), per_minute as (
@@ -362,16 +365,17 @@ begin
          where a.accepted_at is not null and a.agent_id is not null
         union all
         select a.zip_code, metrics.utc_day(a.delivered_at), 'D',
-               metrics.minutes(a.delivered_at - a.accepted_at), metrics.micros(a.delivered_at - a.accepted_at),
+               metrics.minutes(a.delivered_at - coalesce(a.accepted_at, a.created_at)),
+               metrics.micros(a.delivered_at - coalesce(a.accepted_at, a.created_at)),
                (a.delivered_at <= a.sla_due_at)::integer
           from core.shipping_assignments a
          where a.status = 'DELIVERED'
         union all
-        select a.zip_code, metrics.utc_day(a.failed_at), 'F', null, 0, 0
+        select a.zip_code, metrics.utc_day(coalesce(a.failed_at, a.updated_at)), 'F', null, 0, 0
           from core.shipping_assignments a
          where a.status = 'FAILED'
         union all
-        select a.zip_code, metrics.utc_day(a.cancelled_at), 'C', null, 0, 0
+        select a.zip_code, metrics.utc_day(coalesce(a.cancelled_at, a.updated_at)), 'C', null, 0, 0
           from core.shipping_assignments a
          where a.status = 'CANCELLED'
     ), per_minute as (

@@ -85,7 +85,7 @@ grant select on metrics.leaderboard to admin, platform_admin;
 
 create materialized view metrics.sla_summary as
 with d as (
-    select a.delivered_at, a.sla_due_at, a.delivered_at - a.accepted_at as took
+    select a.delivered_at, a.sla_due_at, a.delivered_at - coalesce(a.accepted_at, a.created_at) as took
       from core.shipping_assignments a
      where a.status = 'DELIVERED'
 )

@@ -17,8 +17,21 @@ comment on policy agent_reads_own on metrics.agent_daily is 'An agent reads only
 -- Argument parsing (registered 400s)
 -- -------------------------------------------------------------------------------------------------
 
--- The read endpoints run as the caller (SECURITY INVOKER), so the caller raises the registered errors.
-grant execute on function ops.raise_error(text, text[]) to admin, platform_admin, agent;
+create function metrics.raise_error(p_code text, variadic p_args text[] default '{}')
+returns void
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+-- The read endpoints run as the caller (SECURITY INVOKER), which may not execute ops.*: this raises
+-- the registered error for it (it only raises; it reads nothing but the registry).
+begin
+    perform ops.raise_error(p_code, variadic p_args);
+end
+$$;
+comment on function metrics.raise_error(text, text[]) is 'ops.raise_error for the metrics endpoints, which run as the caller.';
+grant execute on function metrics.raise_error(text, text[]) to admin, platform_admin, agent;
 
 create function metrics.parse_day(p_name text, p_value text)
 returns date
@@ -38,7 +51,7 @@ begin
             null;  -- out-of-range month or day: the registered error below
         end;
     end if;
-    perform ops.raise_error('METRICS_INVALID_DATE', p_name, coalesce(p_value, 'null'));
+    perform metrics.raise_error('METRICS_INVALID_DATE', p_name, coalesce(p_value, 'null'));
     return null;
 end
 $$;
@@ -60,7 +73,7 @@ begin
         v_to := v_from + 30;  -- only from given: the 30 days from it
     end if;
     if v_from >= v_to or v_to - v_from > 366 then
-        perform ops.raise_error('METRICS_INVALID_PERIOD', v_from::text, v_to::text);
+        perform metrics.raise_error('METRICS_INVALID_PERIOD', v_from::text, v_to::text);
     end if;
     return query select v_from, v_to;
 end
@@ -81,7 +94,7 @@ begin
     if p_value ~ '^\s*[0-9]{1,9}\s*$' and btrim(p_value)::integer between p_min and p_max then
         return btrim(p_value)::integer;
     end if;
-    perform ops.raise_error(p_code, p_value);
+    perform metrics.raise_error(p_code, p_value);
     return null;
 end
 $$;
@@ -97,7 +110,7 @@ begin
     if p_value is null or p_value ~ '^[0-9]{5}$' then
         return p_value;
     end if;
-    perform ops.raise_error('INVALID_ARGUMENT', 'zip_code must be five digits, got ' || p_value);
+    perform metrics.raise_error('INVALID_ARGUMENT', 'zip_code must be five digits, got ' || p_value);
     return null;
 end
 $$;
@@ -116,21 +129,21 @@ declare
     v_id bigint;
 begin
     if p_agent_id is not null and p_agent_id !~ '^[0-9]{1,18}$' then
-        perform ops.raise_error('INVALID_ARGUMENT', 'agent_id must be a delivery agent id, got ' || p_agent_id);
+        perform metrics.raise_error('INVALID_ARGUMENT', 'agent_id must be a delivery agent id, got ' || p_agent_id);
     end if;
     v_id := p_agent_id::bigint;
     if auth.role() = 'agent' then
         v_self := auth.require_agent();
         if v_id is not null and v_id <> v_self then
-            perform ops.raise_error('METRICS_NOT_YOUR_AGENT', v_id::text);
+            perform metrics.raise_error('METRICS_NOT_YOUR_AGENT', v_id::text);
         end if;
         return v_self;
     end if;
     if v_id is null then
-        perform ops.raise_error('INVALID_ARGUMENT', 'agent_id is required');
+        perform metrics.raise_error('INVALID_ARGUMENT', 'agent_id is required');
     end if;
     if not exists (select 1 from core.delivery_agents d where d.id = v_id) then
-        perform ops.raise_error('AGENT_NOT_FOUND', v_id::text);
+        perform metrics.raise_error('AGENT_NOT_FOUND', v_id::text);
     end if;
     return v_id;
 end
@@ -240,10 +253,10 @@ declare
     v_result json;
 begin
     if v_sort not in ('deliveries', 'success_rate', 'on_time_rate', 'avg_delivery_minutes') then
-        perform ops.raise_error('METRICS_INVALID_SORT_BY', v_sort);
+        perform metrics.raise_error('METRICS_INVALID_SORT_BY', v_sort);
     end if;
     if v_order not in ('asc', 'desc') then
-        perform ops.raise_error('METRICS_INVALID_SORT_ORDER', agent_leaderboard.sort_order);
+        perform metrics.raise_error('METRICS_INVALID_SORT_ORDER', agent_leaderboard.sort_order);
     end if;
     select p.d_from, p.d_to into v_from, v_to from metrics.parse_period(agent_leaderboard."from", agent_leaderboard."to") p;
     select l.window_days into v_window from metrics.leaderboard l
@@ -403,7 +416,7 @@ declare
 begin
     if sla_summary.agent_id is not null then
         if v_zip is not null then
-            perform ops.raise_error('INVALID_ARGUMENT', 'give zip_code or agent_id, not both');
+            perform metrics.raise_error('INVALID_ARGUMENT', 'give zip_code or agent_id, not both');
         end if;
         v_agent := metrics.resolve_agent(sla_summary.agent_id);
     end if;
@@ -502,7 +515,7 @@ declare
 begin
     if agent_activity.before is not null then
         if agent_activity.before !~ '^-?[0-9]{1,18}:[0-9]{1,18}$' then
-            perform ops.raise_error('METRICS_INVALID_CURSOR', agent_activity.before);
+            perform metrics.raise_error('METRICS_INVALID_CURSOR', agent_activity.before);
         end if;
         v_at := timestamptz 'epoch' + split_part(agent_activity.before, ':', 1)::bigint * interval '1 microsecond';
         v_id := split_part(agent_activity.before, ':', 2)::bigint;

@@ -76,9 +76,12 @@ def test_landed_migrations_are_unchanged() -> None:
         digest, name = line.split()
         recorded[name] = digest
     files = sorted(p.name for p in migrate.MIGRATIONS_DIR.glob("*.sql") if p.name != "post-apply.sql")
-    unrecorded = [f for f in files if f not in recorded]
+    # Migrations still under review are not pinned yet, but they must come after every landed one
+    # (a new file slipped in between landed migrations would change what "landed" means).
+    last_landed = max(name.split(".")[0] for name in recorded)
+    unrecorded = [f for f in files if f not in recorded and f.split(".")[0] <= last_landed]
     assert not unrecorded, (
-        f"new migration(s) {unrecorded}: add `sha256sum` lines to {LANDED.name} as they land"
+        f"migration(s) {unrecorded} are numbered among the landed ones but not in {LANDED.name}"
     )
     for name, digest in recorded.items():
         path = migrate.MIGRATIONS_DIR / name

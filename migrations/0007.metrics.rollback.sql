@@ -1,0 +1,15 @@
+-- Undo 0007: the metrics endpoints, the rollup triggers, schema metrics, its error codes and its
+-- pg_cron jobs. The pg_cron extension itself stays (other jobs may use it; 0007 creates it only
+-- when missing, and cannot know whether it was missing).
+select metrics.unschedule_refresh_jobs();
+drop function if exists api.agent_metrics(text, text, text);
+drop function if exists api.agent_leaderboard(text, text, text, text, text, text, text, text);
+drop function if exists api.geographic_coverage(text, text, text);
+drop function if exists api.sla_summary(text, text, text, text);
+drop function if exists api.agent_activity(text, text, text, text);
+drop function if exists api.refresh_metrics(text);
+drop function if exists api.health_metrics();
+drop trigger if exists _500_metrics_rollup_offer on core.shipping_assignments;
+drop trigger if exists _500_metrics_rollup_transition on core.shipping_assignments;
+drop schema metrics cascade;
+delete from ops.error_codes where code like 'METRICS\_%';
