@@ -683,7 +683,7 @@ begin
             current_setting('cron.database_name', true), current_database();
         return 0;
     end if;
-    create extension if not exists pg_cron;
+    create extension if not exists pg_cron with schema pg_catalog;  -- it makes and fills its own schema, cron
     for v in select * from metrics.views order by name loop
         perform cron.schedule(v.cron_job, format('*/%s * * * *', v.ttl_minutes),
                               format('select metrics.refresh(%L, ''cron'')', v.name));
@@ -719,7 +719,11 @@ comment on function metrics.unschedule_refresh_jobs() is 'Remove the metrics vie
 -- The first as-of of each view: the data computed WITH DATA above.
 insert into metrics.refresh_log (view_name, as_of, duration_ms, source)
 select v.name, now(), 0, 'created' from metrics.views v;
-select metrics.schedule_refresh_jobs();
+do $jobs$
+begin
+    perform metrics.schedule_refresh_jobs();
+end
+$jobs$;
 
 -- ---- sql/830_api_metrics.sql ----
 -- =================================================================================================
@@ -1340,5 +1344,9 @@ Each metrics view's as-of, age, staleness (older than twice its TTL) and last re
 grant execute on function api.health_metrics() to admin, platform_admin;
 
 -- ---- existing assignments (a server that already has data) ----
-select metrics.rebuild_rollups();
-select count(*) from metrics.refresh(null, 'migration');
+do $existing$
+begin
+    perform metrics.rebuild_rollups();
+    perform metrics.refresh(null, 'migration');
+end
+$existing$;

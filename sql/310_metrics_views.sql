@@ -271,7 +271,7 @@ begin
             current_setting('cron.database_name', true), current_database();
         return 0;
     end if;
-    create extension if not exists pg_cron;
+    create extension if not exists pg_cron with schema pg_catalog;  -- it makes and fills its own schema, cron
     for v in select * from metrics.views order by name loop
         perform cron.schedule(v.cron_job, format('*/%s * * * *', v.ttl_minutes),
                               format('select metrics.refresh(%L, ''cron'')', v.name));
@@ -307,4 +307,8 @@ comment on function metrics.unschedule_refresh_jobs() is 'Remove the metrics vie
 -- The first as-of of each view: the data computed WITH DATA above.
 insert into metrics.refresh_log (view_name, as_of, duration_ms, source)
 select v.name, now(), 0, 'created' from metrics.views v;
-select metrics.schedule_refresh_jobs();
+do $jobs$
+begin
+    perform metrics.schedule_refresh_jobs();
+end
+$jobs$;
