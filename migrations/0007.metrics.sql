@@ -861,7 +861,10 @@ begin
     end if;
     v_id := p_agent_id::bigint;
     if auth.role() = 'agent' then
-        v_self := auth.require_agent();
+        v_self := auth.agent_id();
+        if v_self is null then
+            perform metrics.raise_error('INVALID_ARGUMENT', 'an agent token with a numeric sub is required');
+        end if;
         if v_id is not null and v_id <> v_self then
             perform metrics.raise_error('METRICS_NOT_YOUR_AGENT', v_id::text);
         end if;
