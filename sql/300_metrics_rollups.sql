@@ -63,43 +63,59 @@ as $$
 $$;
 comment on function metrics.hist_add(jsonb, integer) is 'A minute histogram {minute: count} with one more value in bucket p_minute.';
 
-create function metrics.hist_sum(p_hists jsonb[])
-returns jsonb
-language sql
-immutable
-as $$
-    select coalesce(jsonb_object_agg(s.k, s.n), '{}')
-      from (select e.key as k, sum(e.value::bigint) as n
-              from unnest(p_hists) h, jsonb_each_text(h) e
-             group by e.key) s
-$$;
-comment on function metrics.hist_sum(jsonb[]) is 'The bucket-wise sum of minute histograms (merges days, agents or zip codes).';
-
-create function metrics.hist_percentiles(p_hist jsonb, p_fractions float8[])
+create function metrics.hist_percentiles(p_hists jsonb[], p_fractions float8[])
 returns float8[]
-language sql
+language plpgsql
 immutable
+set search_path = ''
 as $$
-    -- percentile_cont over the multiset the histogram describes: position f * (n - 1), linear
-    -- interpolation between the values at floor and ceil of it. Null for an empty histogram.
-    with b as (
-        select e.key::integer as m, e.value::bigint as n from jsonb_each_text(p_hist) e
-    ), c as (
-        select b.m, sum(b.n) over (order by b.m) as cum from b
-    ), t as (
-        select sum(b.n) as total from b
-    ), pos as (
-        select u.ord, (t.total - 1) * u.f as p
-          from t, unnest(p_fractions) with ordinality u (f, ord)
-         where t.total > 0
-    )
-    select array_agg(lo.m + (pos.p - floor(pos.p)) * (hi.m - lo.m) order by pos.ord)
-      from pos
-     cross join lateral (select c.m from c where c.cum > floor(pos.p) order by c.m limit 1) lo
-     cross join lateral (select c.m from c where c.cum > ceil(pos.p) order by c.m limit 1) hi
+-- percentile_cont of each fraction (ascending) over the values the minute histograms describe
+-- together: position f * (n - 1), linear interpolation between the values at its floor and ceil.
+-- One pass over the merged buckets. Null when the histograms hold no value. PL/pgSQL, not SQL, so
+-- its one query is planned once per session (a non-inlined SQL function is planned on every call).
+declare
+    v_m integer[];
+    v_n bigint[];
+    v_total bigint := 0;
+    v_ranks bigint[] := '{}';
+    v_vals float8[] := '{}';
+    v_out float8[] := '{}';
+    v_cum bigint := 0;
+    v_j integer := 1;
+    v_pos float8;
+    i integer;
+begin
+    select array_agg(b.m order by b.m), array_agg(b.n order by b.m) into v_m, v_n
+      from (select e.key::integer as m, sum(e.value::bigint) as n
+              from unnest(p_hists) h, jsonb_each_text(h) e
+             group by e.key::integer) b;
+    if v_m is null then
+        return null;
+    end if;
+    for i in 1 .. array_length(v_n, 1) loop
+        v_total := v_total + v_n[i];
+    end loop;
+    for i in 1 .. coalesce(array_length(p_fractions, 1), 0) loop
+        v_pos := (v_total - 1) * p_fractions[i];
+        v_ranks := v_ranks || floor(v_pos)::bigint || ceil(v_pos)::bigint;
+    end loop;
+    -- the value at each 0-based rank: the first bucket whose running count exceeds it
+    for i in 1 .. array_length(v_n, 1) loop
+        v_cum := v_cum + v_n[i];
+        while v_j <= array_length(v_ranks, 1) and v_ranks[v_j] < v_cum loop
+            v_vals[v_j] := v_m[i];
+            v_j := v_j + 1;
+        end loop;
+    end loop;
+    for i in 1 .. coalesce(array_length(p_fractions, 1), 0) loop
+        v_pos := (v_total - 1) * p_fractions[i];
+        v_out[i] := v_vals[2 * i - 1] + (v_pos - floor(v_pos)) * (v_vals[2 * i] - v_vals[2 * i - 1]);
+    end loop;
+    return v_out;
+end
 $$;
-comment on function metrics.hist_percentiles(jsonb, float8[]) is
-    'percentile_cont of each fraction over the values of a minute histogram (null when empty).';
+comment on function metrics.hist_percentiles(jsonb[], float8[]) is
+    'percentile_cont of each ascending fraction over the values of minute histograms, merged (null when empty).';
 
 create function metrics.rate(p_part bigint, p_whole bigint)
 returns numeric
@@ -120,7 +136,7 @@ $$;
 comment on function metrics.mean_minutes(bigint, bigint) is 'Mean duration in minutes (2 decimals) from a sum of microseconds, null when count is 0.';
 
 grant execute on function metrics.utc_day(timestamptz), metrics.minutes(interval), metrics.micros(interval),
-    metrics.hist_add(jsonb, integer), metrics.hist_sum(jsonb[]), metrics.hist_percentiles(jsonb, float8[]),
+    metrics.hist_add(jsonb, integer), metrics.hist_percentiles(jsonb[], float8[]),
     metrics.rate(bigint, bigint), metrics.mean_minutes(bigint, bigint)
     to admin, platform_admin, agent;
 

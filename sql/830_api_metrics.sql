@@ -185,8 +185,8 @@ begin
                coalesce(sum(d.on_time), 0)::bigint as on_time, coalesce(sum(d.failed), 0)::bigint as failed,
                coalesce(sum(d.cancelled), 0)::bigint as cancelled,
                coalesce(sum(d.delivery_us), 0)::bigint as delivery_us, coalesce(sum(d.acceptance_us), 0)::bigint as acceptance_us,
-               metrics.hist_percentiles(metrics.hist_sum(array_agg(d.delivery_hist)), array[0.5, 0.9]) as dp,
-               metrics.hist_percentiles(metrics.hist_sum(array_agg(d.acceptance_hist)), array[0.5]) as ap
+               metrics.hist_percentiles(array_agg(d.delivery_hist), array[0.5, 0.9]) as dp,
+               metrics.hist_percentiles(array_agg(d.acceptance_hist), array[0.5]) as ap
           from days d
     ), series as (
         select coalesce(json_agg(json_build_object(
@@ -435,7 +435,7 @@ begin
         if v_method = 'minute_histogram' then
             select coalesce(sum(s.delivered), 0) as delivered, coalesce(sum(s.on_time), 0) as on_time,
                    coalesce(sum(s.delivery_us), 0) as delivery_us,
-                   metrics.hist_percentiles(metrics.hist_sum(array_agg(s.delivery_hist)), array[0.5, 0.9, 0.99]) 
+                   metrics.hist_percentiles(array_agg(s.delivery_hist), array[0.5, 0.9, 0.99]) 
               into v_delivered, v_on_time, v_us, v_p
               from metrics.sla_summary s where s.grain = 'day' and s.d_from >= v_from and s.d_from < v_to;
         end if;
@@ -448,13 +448,13 @@ begin
         v_method := 'minute_histogram';
         select coalesce(sum(z.delivered), 0) as delivered, coalesce(sum(z.on_time), 0) as on_time,
                coalesce(sum(z.delivery_us), 0) as delivery_us,
-               metrics.hist_percentiles(metrics.hist_sum(array_agg(z.delivery_hist)), array[0.5, 0.9, 0.99]) 
+               metrics.hist_percentiles(array_agg(z.delivery_hist), array[0.5, 0.9, 0.99]) 
           into v_delivered, v_on_time, v_us, v_p
           from metrics.zip_daily z where z.zip_code = v_zip and z.day >= v_from and z.day < v_to;
         select coalesce(sum(s.open), 0), coalesce(sum(s.open_past_due), 0) into v_open, v_past_due
           from metrics.sla_summary s where s.grain = 'open' and s.zip_code = v_zip;
         select json_agg(metrics.sla_day(g.day::date, z.delivered, z.on_time,
-                                        metrics.hist_percentiles(z.delivery_hist, array[0.5, 0.9, 0.99])) order by g.day)
+                                        metrics.hist_percentiles(array[z.delivery_hist], array[0.5, 0.9, 0.99])) order by g.day)
           into v_days
           from generate_series(v_from, v_to - 1, interval '1 day') g (day)
           left join metrics.zip_daily z on z.zip_code = v_zip and z.day = g.day::date;
@@ -464,14 +464,14 @@ begin
         v_method := 'minute_histogram';
         select coalesce(sum(a.delivered), 0) as delivered, coalesce(sum(a.on_time), 0) as on_time,
                coalesce(sum(a.delivery_us), 0) as delivery_us,
-               metrics.hist_percentiles(metrics.hist_sum(array_agg(a.delivery_hist)), array[0.5, 0.9, 0.99]) 
+               metrics.hist_percentiles(array_agg(a.delivery_hist), array[0.5, 0.9, 0.99]) 
           into v_delivered, v_on_time, v_us, v_p
           from metrics.agent_daily a where a.agent_id = v_agent and a.day >= v_from and a.day < v_to;
         select count(*), count(*) filter (where a.sla_due_at < v_now) into v_open, v_past_due
           from core.shipping_assignments a
          where a.agent_id = v_agent and a.status in ('ACCEPTED', 'PICKED_UP', 'IN_TRANSIT');
         select json_agg(metrics.sla_day(g.day::date, a.delivered, a.on_time,
-                                        metrics.hist_percentiles(a.delivery_hist, array[0.5, 0.9, 0.99])) order by g.day)
+                                        metrics.hist_percentiles(array[a.delivery_hist], array[0.5, 0.9, 0.99])) order by g.day)
           into v_days
           from generate_series(v_from, v_to - 1, interval '1 day') g (day)
           left join metrics.agent_daily a on a.agent_id = v_agent and a.day = g.day::date;
