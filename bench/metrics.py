@@ -101,7 +101,9 @@ def refresh_times(url: str, runs: int) -> dict:
     with psycopg.connect(url, autocommit=True) as conn:
         for view in ("leaderboard", "sla_summary", "geographic_coverage"):
             ms = [
-                float(conn.execute("select duration_ms from metrics.refresh(%s, 'bench')", [view]).fetchone()[0])
+                float(
+                    conn.execute("select duration_ms from metrics.refresh(%s, 'bench')", [view]).fetchone()[0]
+                )
                 for _ in range(runs)
             ]
             out[view] = {"median_ms": statistics.median(ms), "runs_ms": ms}
@@ -208,7 +210,9 @@ async def latencies(port: int, blocks: dict, target: str, role: str | None, n: i
         await http.close()
 
 
-async def throughput(port: int, blocks: dict, target: str, role: str | None, clients: int, seconds: float) -> float:
+async def throughput(
+    port: int, blocks: dict, target: str, role: str | None, clients: int, seconds: float
+) -> float:
     done = 0
     stop = time.perf_counter() + seconds
 
@@ -257,7 +261,7 @@ def http_bench(cluster, db: str, args: argparse.Namespace) -> dict:
                 results[name].setdefault("rps_runs", []).append(rps)
             log(f"throughput round {rnd + 1}/{args.rounds} done")
     base = statistics.median(results["health_db"]["rps_runs"])
-    for name, r in results.items():
+    for r in results.values():
         r["rps"] = statistics.median(r["rps_runs"])
         r["ratio_to_health_db"] = r["rps"] / base
     return results
@@ -300,8 +304,11 @@ def trigger_cpu(url: str, transitions: int, batches: int) -> dict:
             mode = "with" if b % 2 == 0 else "without"
             todo = offers(per_batch // 4)
             conn.execute(
-                ";".join(f"alter table core.shipping_assignments {'enable' if mode == 'with' else 'disable'}"
-                         f" trigger {t}" for t in TRIGGERS)  # fmt: skip
+                ";".join(
+                    f"alter table core.shipping_assignments {'enable' if mode == 'with' else 'disable'}"
+                    f" trigger {t}"
+                    for t in TRIGGERS
+                )  # fmt: skip
             )
             c0, t0 = backend_cpu_s(pid), time.perf_counter()
             for a in todo:
@@ -332,7 +339,7 @@ def markdown(res: dict) -> str:
         f"| endpoint (GET, admin) | P50 ms | P95 ms | P99 ms | req/s at {res['args']['clients']} clients | ÷ health_db |",
         "|---|--:|--:|--:|--:|--:|",
     ]
-    for name, r in res["http"].items():
+    for r in res["http"].values():
         lines.append(f"| `{r['target']}` | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
                      f"{r['rps']:,.0f} | {r['ratio_to_health_db']:.2f} |")  # fmt: skip
     lines += ["", "| refresh | median ms |", "|---|--:|"]
@@ -357,8 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=3.0, help="per endpoint and round at --clients")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--refresh-runs", type=int, default=3)
-    p.add_argument("--transitions", type=int, default=2000)
-    p.add_argument("--batches", type=int, default=5)
+    p.add_argument("--transitions", type=int, default=8000)
+    p.add_argument("--batches", type=int, default=8)
     args = p.parse_args(argv)
     started = dt.datetime.now(dt.UTC)
     with cluster_for(args) as cluster:
