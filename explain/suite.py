@@ -101,6 +101,7 @@ def load_queries(path: Path = QUERIES) -> list[Query]:
 
 
 INDEX_TABLE: dict[str, str] = {}  # index name -> table name, filled from the catalog
+INDEX_SCHEMA: dict[str, str] = {}  # index name -> its schema (core, or metrics for the rollups and views)
 
 
 # -- plans -----------------------------------------------------------------------------------------
@@ -164,10 +165,10 @@ def drop_statement(cur: ClientCursor, index: str) -> str:
     """DROP for an index, or for the constraint it backs."""
     row = cur.execute(
         """select format('alter table %%s drop constraint %%I', k.conrelid::regclass, k.conname)
-             from pg_constraint k where k.conindid = to_regclass('core.' || %s)""",
-        [index],
+             from pg_constraint k where k.conindid = to_regclass(%s)""",
+        [INDEX_SCHEMA.get(index, "core") + "." + index],
     ).fetchone()
-    return row[0] if row else f"drop index core.{index}"
+    return row[0] if row else f"drop index {INDEX_SCHEMA.get(index, 'core')}.{index}"
 
 
 class Caller:
@@ -305,10 +306,12 @@ def table_sizes(cur: ClientCursor) -> dict[str, int]:
     tables = [
         r[0]
         for r in cur.execute(
-            "select c.relname from pg_class c where c.relnamespace = 'core'::regnamespace and c.relkind = 'r'"
+            "select c.relnamespace::regnamespace || '.' || c.relname from pg_class c"
+            " where c.relnamespace in ('core'::regnamespace, 'metrics'::regnamespace) and c.relkind in ('r', 'm')"
         ).fetchall()
     ]
-    return {t: cur.execute(f"select count(*) from core.{t}").fetchone()[0] for t in sorted(tables)}
+    # keyed by bare name, as EXPLAIN names relations (no table name is in both schemas)
+    return {t.split(".")[1]: cur.execute(f"select count(*) from {t}").fetchone()[0] for t in sorted(tables)}
 
 
 # -- output ----------------------------------------------------------------------------------------
@@ -395,12 +398,13 @@ def run_suite(url: str, args: argparse.Namespace) -> int:
         t_vacuum = time.perf_counter()
         sizes = table_sizes(cur)
         print("rows: " + ", ".join(f"{t} {n:,}" for t, n in sizes.items() if n), flush=True)
-        INDEX_TABLE.update(
-            cur.execute(
-                "select c.relname, t.relname from pg_index i join pg_class c on c.oid = i.indexrelid "
-                "join pg_class t on t.oid = i.indrelid where t.relnamespace = 'core'::regnamespace"
-            ).fetchall()
-        )
+        for index, tbl, schema in cur.execute(
+            "select c.relname, t.relname, t.relnamespace::regnamespace::text from pg_index i"
+            " join pg_class c on c.oid = i.indexrelid join pg_class t on t.oid = i.indrelid"
+            " where t.relnamespace in ('core'::regnamespace, 'metrics'::regnamespace)"
+        ).fetchall():
+            INDEX_TABLE[index] = tbl
+            INDEX_SCHEMA[index] = schema
         cur.execute(PARAMS_SQL)
         results = []
         for q in load_queries():

@@ -169,7 +169,11 @@ comment on column metrics.agent_daily.delivery_us is 'Sum of delivered_at - acce
 comment on column metrics.agent_daily.acceptance_us is 'Sum of accepted_at - created_at over the day''s acceptances, in microseconds.';
 comment on column metrics.agent_daily.delivery_hist is 'Delivery times of the day''s deliveries: {whole minutes: count}.';
 comment on column metrics.agent_daily.acceptance_hist is 'Acceptance latencies of the day''s acceptances: {whole minutes: count}.';
--- The primary key (agent_id, day) serves every read: one agent's days in a period, one contiguous range.
+-- The primary key (agent_id, day) serves one agent's days in a period, one contiguous range.
+-- (day): every agent's rows of a non-standard leaderboard period; written only when an agent-day row
+-- is new (the updates that follow touch no indexed column, so they stay HOT). docs/indexes.md.
+create index agent_daily_day_idx on metrics.agent_daily (day);
+comment on index metrics.agent_daily_day_idx is 'Serves the leaderboard over a non-standard period: every agent''s rows of a range of days.';
 grant select on metrics.agent_daily to admin, platform_admin, agent;
 create policy staff_read on metrics.agent_daily for select to admin, platform_admin using (true);
 comment on policy staff_read on metrics.agent_daily is 'Admins read every agent''s rollups.';
