@@ -324,8 +324,9 @@ def trigger_cpu(url: str, transitions: int, batches: int) -> dict:
     out["summary"] = {"cpu_us_with": w, "cpu_us_without": wo, "extra_pct": (w - wo) / wo * 100 if wo else None,
                       "wall_us_with": statistics.median(x["wall_us"] for x in out["with"]),
                       "wall_us_without": statistics.median(x["wall_us"] for x in out["without"])}  # fmt: skip
+    extra = out["summary"]["extra_pct"]
     log(f"rollup triggers: backend CPU per transition {w:.0f} µs with, {wo:.0f} µs without "
-        f"({out['summary']['extra_pct']:+.1f} %)")  # fmt: skip
+        f"({'n/a' if extra is None else f'{extra:+.1f} %'})")  # fmt: skip
     return out
 
 
@@ -347,8 +348,9 @@ def markdown(res: dict) -> str:
         lines.append(f"| `metrics.{view}` | {res['refresh'][view]['median_ms']:,.0f} |")
     lines.append(f"| `metrics.rebuild_rollups()` | {res['refresh']['rebuild_rollups']['ms']:,.0f} |")
     s = res["triggers"]["summary"]
+    extra = "n/a" if s["extra_pct"] is None else f"{s['extra_pct']:+.1f} %"
     lines += ["", f"Rollup triggers: backend CPU per transition {s['cpu_us_with']:.0f} µs with, "
-              f"{s['cpu_us_without']:.0f} µs without: {s['extra_pct']:+.1f} %."]  # fmt: skip
+              f"{s['cpu_us_without']:.0f} µs without: {extra}."]  # fmt: skip
     return "\n".join(lines)
 
 
