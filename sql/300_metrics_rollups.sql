@@ -69,7 +69,7 @@ language plpgsql
 immutable
 set search_path = ''
 as $$
--- percentile_cont of each fraction (ascending) over the values the minute histograms describe
+-- percentile_cont of each fraction over the values the minute histograms describe
 -- together: position f * (n - 1), linear interpolation between the values at its floor and ceil.
 -- One pass over the merged buckets. Null when the histograms hold no value. PL/pgSQL, not SQL, so
 -- its one query is planned once per session (a non-inlined SQL function is planned on every call).
@@ -78,6 +78,7 @@ declare
     v_n bigint[];
     v_total bigint := 0;
     v_ranks bigint[] := '{}';
+    v_sorted bigint[];
     v_vals float8[] := '{}';
     v_out float8[] := '{}';
     v_cum bigint := 0;
@@ -99,23 +100,27 @@ begin
         v_pos := (v_total - 1) * p_fractions[i];
         v_ranks := v_ranks || floor(v_pos)::bigint || ceil(v_pos)::bigint;
     end loop;
-    -- the value at each 0-based rank: the first bucket whose running count exceeds it
+    -- the value at each 0-based rank: the first bucket whose running count exceeds it. The ranks
+    -- are walked in ascending order (p50's ceil can exceed p90's floor when n is small).
+    v_sorted := array(select r from unnest(v_ranks) r order by r);
     for i in 1 .. array_length(v_n, 1) loop
         v_cum := v_cum + v_n[i];
-        while v_j <= array_length(v_ranks, 1) and v_ranks[v_j] < v_cum loop
+        while v_j <= array_length(v_sorted, 1) and v_sorted[v_j] < v_cum loop
             v_vals[v_j] := v_m[i];
             v_j := v_j + 1;
         end loop;
     end loop;
     for i in 1 .. coalesce(array_length(p_fractions, 1), 0) loop
         v_pos := (v_total - 1) * p_fractions[i];
-        v_out[i] := v_vals[2 * i - 1] + (v_pos - floor(v_pos)) * (v_vals[2 * i] - v_vals[2 * i - 1]);
+        v_out[i] := v_vals[array_position(v_sorted, floor(v_pos)::bigint)]
+                    + (v_pos - floor(v_pos)) * (v_vals[array_position(v_sorted, ceil(v_pos)::bigint)]
+                                                - v_vals[array_position(v_sorted, floor(v_pos)::bigint)]);
     end loop;
     return v_out;
 end
 $$;
 comment on function metrics.hist_percentiles(jsonb[], float8[]) is
-    'percentile_cont of each ascending fraction over the values of minute histograms, merged (null when empty).';
+    'percentile_cont of each fraction over the values of minute histograms, merged (null when empty).';
 
 create function metrics.rate(p_part bigint, p_whole bigint)
 returns numeric
