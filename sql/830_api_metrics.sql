@@ -253,6 +253,8 @@ declare
     v_window integer;
     v_as_of timestamptz;
     v_zip_agents bigint[];
+    v_items json;
+    v_total bigint;
     v_result json;
 begin
     if v_sort not in ('deliveries', 'success_rate', 'on_time_rate', 'avg_delivery_minutes') then
@@ -270,6 +272,31 @@ begin
     else
         v_as_of := now();
         perform metrics.set_cache_control(0);
+    end if;
+    if v_window is not null and v_zip is null and v_min = 5 then
+        -- The default request: the ranks are in the view, the page comes from its index.
+        execute format(
+            $q$select coalesce(json_agg(json_build_object(
+                       'rank', p.rnk, 'agentId', p.agent_id, 'name', d.name,
+                       'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
+                       'cancelled', p.cancelled, 'onTime', p.on_time,
+                       'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
+                       'onTimeRate', metrics.rate(p.on_time, p.delivered),
+                       'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
+                   order by p.rnk, p.agent_id), '[]')
+                 from (select l.*, l.%1$I as rnk from metrics.leaderboard l
+                        where l.window_days = $1 and l.%1$I is not null
+                        order by l.%1$I, l.agent_id offset $2 limit $3) p
+                 left join core.delivery_agents d on d.id = p.agent_id$q$,
+            'rank_' || v_sort || '_' || v_order)
+          into v_items using v_window, (v_page - 1)::bigint * v_limit, v_limit;
+        execute format('select count(*) from metrics.leaderboard l where l.window_days = $1 and l.%1$I is not null',
+                       'rank_' || v_sort || '_' || v_order)
+          into v_total using v_window;
+        return json_build_object(
+            'asOf', v_as_of, 'from', v_from, 'to', v_to, 'zipCode', v_zip, 'sortBy', v_sort,
+            'sortOrder', v_order, 'minDeliveries', v_min, 'page', v_page, 'limit', v_limit,
+            'total', v_total, 'items', v_items);
     end if;
     if v_zip is not null then
         -- Agents serving the zip code (GIN on serviceable_zip_codes): a small set to rank among.
