@@ -1,7 +1,11 @@
 -- Undo 0007: the metrics endpoints, the rollup triggers, schema metrics, its error codes and its
 -- pg_cron jobs. The pg_cron extension itself stays (other jobs may use it; 0007 creates it only
 -- when missing, and cannot know whether it was missing).
-select metrics.unschedule_refresh_jobs();
+do $jobs$
+begin
+    perform metrics.unschedule_refresh_jobs();
+end
+$jobs$;
 drop function if exists api.agent_metrics(text, text, text);
 drop function if exists api.agent_leaderboard(text, text, text, text, text, text, text, text);
 drop function if exists api.geographic_coverage(text, text, text);
