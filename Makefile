@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 WAYBILL := $(VENV)/bin/waybill
 STAMP := $(VENV)/.installed
 
-.PHONY: run test deps lint explain bench bench-http clean
+.PHONY: run test deps lint explain bench bench-http clean migration
 
 # Debian's python3 lacks ensurepip until python3-venv is installed: as root, install it and retry.
 $(STAMP): pyproject.toml
@@ -41,9 +41,14 @@ bench-http: deps
 explain: deps
 	$(PY) explain/suite.py $(EXPLAIN_ARGS)
 
+# The next numbered migration + its rollback, depending on the newest one: make migration NAME=add_widgets
+migration: deps
+	@test -n "$(NAME)" || { echo "usage: make migration NAME=short_name" >&2; exit 2; }
+	$(WAYBILL) new-migration '$(NAME)'
+
 lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache build

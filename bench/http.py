@@ -54,22 +54,26 @@ from typing import Any
 import httpx
 import psycopg
 
-from bench.lifecycle import (
-    RESULTS_DIR,
-    _backend_cpu_s,
-    _cluster_cpu,
-    _f,
-    _log,
-    _machine_busy_s,
-    _machine_info,
-    _md,
-    _ms,
-    _pct,
-    _ppid,
-    _server_info,
-    _table,
-    save,
-)
+from bench.common import RESULTS_DIR
+from bench.common import backend_cpu_s as _backend_cpu_s
+from bench.common import cluster_cpu as _cluster_cpu
+from bench.common import fmt as _f
+from bench.common import log as _log
+from bench.common import machine_busy_s as _machine_busy_s
+from bench.common import machine_info as _machine_info
+from bench.common import md as _md
+from bench.common import ms as _ms
+from bench.common import percentile as _pct
+from bench.common import ppid as _ppid
+from bench.common import save as _save
+from bench.common import server_info as _server_info
+from bench.common import table as _table
+from waybill import process
+
+
+def save(results: dict, path: Path | None = None) -> Path:
+    return _save(results, "http", path)
+
 
 APP_NAME = "waybill-bench-http"
 HOST = "127.0.0.1"
@@ -575,34 +579,25 @@ def _free_port() -> int:
 
 
 def _wait_ok(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
-            raise RuntimeError(f"{proc.args[1:3]} exited with {proc.returncode}:\n{tail}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not ready at {url}")
-        time.sleep(0.05)
+    process.wait_until(
+        process.http_ok(url),
+        timeout=timeout,
+        what=f"{proc.args[1:3]} at {url}",
+        child=proc,
+        describe_exit=lambda: log_path.read_text(errors="replace")[-2000:] if log_path.exists() else "",
+    )
 
 
 @contextlib.contextmanager
 def _server(args: list[str], ready_url: str, log_path: Path) -> Iterator[subprocess.Popen]:
     root = Path(__file__).resolve().parent.parent
     with log_path.open("wb") as log_file:
-        proc = subprocess.Popen([sys.executable, *args], cwd=root, stdout=log_file, stderr=subprocess.STDOUT)
+        proc = process.start([sys.executable, *args], cwd=root, output=log_file)
         try:
             _wait_ok(ready_url, proc, log_path)
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            process.stop(proc)
 
 
 def noop_app() -> Any:

@@ -24,11 +24,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import json
-import math
 import multiprocessing as mp
 import os
-import platform
 import random
 import re
 import resource
@@ -47,16 +44,30 @@ from typing import Any
 
 import psycopg
 
+from bench.common import (
+    backend_cpu_s,
+    cluster_cpu,
+    fmt,
+    log,
+    machine_busy_s,
+    machine_info,
+    md,
+    ms,
+    percentile,
+    ppid,
+    save,
+    server_info,
+    table,
+)
+from bench.common import log as print_log
 from waybill.errors import from_psycopg
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PGBENCH_DEFAULT = Path("/usr/lib/postgresql/15/bin/pgbench")
 APP_NAME = "waybill-bench"
 TRANSITIONS = ("create", "capture", "confirm", "offer", "accept", "pick_up", "in_transit", "deliver")
 # create_order returns the order; capture_payment needs the payment's id: one read in between.
 LOOKUP = "payment_lookup"
 INSERT = "insert"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 SQL = {
     # FROM-clause calls: `select (f()).col` would run the function once per column.
@@ -75,10 +86,6 @@ SQL = {
 BASELINE_DDL = (
     "create table if not exists public.bench_baseline (id bigint generated always as identity, payload text)"
 )
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # -- the world the orders live in -----------------------------------------------------------------
@@ -245,18 +252,6 @@ def _baseline_loop(conn: psycopg.Connection, rng: random.Random, deadline: float
             continue
 
 
-def _backend_cpu_s(pid: int | None) -> float | None:
-    """utime + stime of a local server process, from /proc (None when the server is elsewhere)."""
-    if pid is None:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 @dataclass
 class Batch:
     """The clients of one process, with the process's CPU time while they ran."""
@@ -296,7 +291,7 @@ def run_clients(
         if conn is None:
             return
         try:
-            cpu0 = _backend_cpu_s(res.backend_pid)
+            cpu0 = backend_cpu_s(res.backend_pid)
             rng = random.Random(seed * 100_003 + res.client)
             if phase == "lifecycle":
                 assert world is not None
@@ -304,7 +299,7 @@ def run_clients(
             else:
                 _baseline_loop(conn, rng, clock["deadline"], res)
             res.stopped = time.monotonic()
-            cpu1 = _backend_cpu_s(res.backend_pid)
+            cpu1 = backend_cpu_s(res.backend_pid)
             if cpu0 is not None and cpu1 is not None:
                 res.backend_cpu_s = cpu1 - cpu0
         except _Broken as exc:
@@ -355,41 +350,6 @@ def _process_entry(
 # -- measuring around a phase ---------------------------------------------------------------------
 
 
-def _machine_busy_s() -> float | None:
-    """CPU seconds the whole machine spent busy (all cores, every process), from /proc/stat."""
-    try:
-        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    except OSError:
-        return None
-    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in first[1:9])
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
-
-def _ppid(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat[stat.rfind(")") + 2 :].split()[1])
-
-
-def _cluster_cpu(postmaster: int | None, exclude: int) -> dict[int, float]:
-    """CPU seconds so far of the postmaster and each of its children except `exclude`: the server's
-    background processes (walwriter, checkpointer, logger, autovacuum...) and live backends."""
-    if postmaster is None:
-        return {}
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == exclude:
-            continue
-        pid = int(entry.name)
-        if pid == postmaster or _ppid(pid) == postmaster:
-            cpu = _backend_cpu_s(pid)
-            if cpu is not None:
-                out[pid] = cpu
-    return out
-
-
 def _lsn(conn: psycopg.Connection) -> int:
     hi, lo = conn.execute("select pg_current_wal_lsn()::text").fetchone()[0].split("/")
     return (int(hi, 16) << 32) + int(lo, 16)
@@ -431,17 +391,6 @@ class WaitSampler:
         self.conn.close()
 
 
-def _pct(sorted_values: list[float], p: float) -> float | None:
-    """Nearest-rank percentile."""
-    if not sorted_values:
-        return None
-    return sorted_values[max(0, math.ceil(p / 100 * len(sorted_values)) - 1)]
-
-
-def _ms(x: float | None) -> float | None:
-    return None if x is None else round(x * 1000, 3)
-
-
 @dataclass
 class Slice:
     """One stretch of one phase: every client's results and what the machine did meanwhile."""
@@ -471,13 +420,13 @@ def run_slice(
     marks: dict[str, Any] = {}
 
     sampler_pid = sampler.conn.info.backend_pid
-    postmaster = _ppid(sampler_pid)
+    postmaster = ppid(sampler_pid)
 
     def on_start() -> None:
         marks["lsn0"] = _lsn(sampler.conn)
-        marks["busy0"] = _machine_busy_s()
+        marks["busy0"] = machine_busy_s()
         marks["t0"] = time.monotonic()
-        marks["cluster0"] = _cluster_cpu(postmaster, sampler_pid)
+        marks["cluster0"] = cluster_cpu(postmaster, sampler_pid)
         marks["load"] = os.getloadavg()[0]
         sampler.start()
 
@@ -507,14 +456,14 @@ def run_slice(
                 if isinstance(got, Exception):
                     raise got
                 batches.append(got)
-            marks["busy1"], marks["t1"] = _machine_busy_s(), time.monotonic()
+            marks["busy1"], marks["t1"] = machine_busy_s(), time.monotonic()
             for w in workers:
                 w.join()
         sampler.stop()
         if "busy1" not in marks:
-            marks["busy1"], marks["t1"] = _machine_busy_s(), time.monotonic()
+            marks["busy1"], marks["t1"] = machine_busy_s(), time.monotonic()
         busy1 = marks["busy1"]
-        cluster1 = _cluster_cpu(postmaster, sampler_pid)
+        cluster1 = cluster_cpu(postmaster, sampler_pid)
         lsn1 = _lsn(sampler.conn)
     finally:
         sampler.stop()
@@ -592,11 +541,11 @@ def summarise(phase: str, clients: int, slices: list[Slice]) -> tuple[dict, dict
         "latency_ms": {
             k: {
                 "count": len(v),
-                "mean": _ms(sum(v) / len(v)) if v else None,
-                "p50": _ms(_pct(v, 50)),
-                "p95": _ms(_pct(v, 95)),
-                "p99": _ms(_pct(v, 99)),
-                "max": _ms(v[-1] if v else None),
+                "mean": ms(sum(v) / len(v)) if v else None,
+                "p50": ms(percentile(v, 50)),
+                "p95": ms(percentile(v, 95)),
+                "p99": ms(percentile(v, 99)),
+                "max": ms(v[-1] if v else None),
             }
             for k, v in merged.items()
         },
@@ -743,41 +692,6 @@ def _checkpoint(url: str) -> None:
         conn.execute("checkpoint")
 
 
-def _server_info(url: str) -> dict:
-    names = [
-        "server_version",
-        "synchronous_commit",
-        "fsync",
-        "wal_sync_method",
-        "full_page_writes",
-        "commit_delay",
-        "shared_buffers",
-        "max_connections",
-        "log_min_duration_statement",
-    ]
-    with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(
-            "select name, setting || coalesce(unit, '') from pg_settings where name = any(%s)", [names]
-        ).fetchall()
-    return dict(rows)
-
-
-def _machine_info() -> dict:
-    model = None
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
 def run(
     url: str,
     *,
@@ -794,7 +708,7 @@ def run(
     pgbench_mode: str = "tpcb-like",
     pgbench_scale: int | None = None,
     pgbench_bin: Path = PGBENCH_DEFAULT,
-    log: Callable[[str], None] = _log,
+    log: Callable[[str], None] = print_log,
 ) -> dict:
     """The benchmark against a migrated database at `url`; returns the results (see README)."""
     started = dt.datetime.now(dt.UTC)
@@ -804,8 +718,8 @@ def run(
     results: dict[str, Any] = {
         "benchmark": "lifecycle",
         "started_at": started.isoformat(timespec="seconds"),
-        "machine": _machine_info(),
-        "server": _server_info(url),
+        "machine": machine_info(),
+        "server": server_info(url),
         "config": {
             "levels": list(levels),
             "seconds_per_phase": seconds,
@@ -883,9 +797,9 @@ def bounding_notes(results: dict) -> list[str]:
         if busy is not None and busy >= 0.9 * cap:
             notes.append(
                 f"{n} clients: the machine was CPU-saturated ({busy:.0f} of {cap} % busy: Python clients "
-                f"{cpu['bench_clients']:.0f} %, their server backends {_f(cpu['server_backends'], 0)} %, "
-                f"PostgreSQL background {_f(cpu['server_background'], 0)} %, "
-                f"other processes {_f(other, 0)} %)."
+                f"{cpu['bench_clients']:.0f} %, their server backends {fmt(cpu['server_backends'], 0)} %, "
+                f"PostgreSQL background {fmt(cpu['server_background'], 0)} %, "
+                f"other processes {fmt(other, 0)} %)."
             )
             if other is not None and other >= 0.25 * cap:
                 notes.append(
@@ -909,10 +823,6 @@ def bounding_notes(results: dict) -> list[str]:
 # -- output ---------------------------------------------------------------------------------------
 
 
-def _f(x: float | None, digits: int = 1) -> str:
-    return "-" if x is None else f"{x:,.{digits}f}"
-
-
 def _top_waits(waits: dict[str, float], k: int = 4) -> str:
     return ", ".join(f"{w} {s:.0%}" for w, s in list(waits.items())[:k]) or "-"
 
@@ -928,11 +838,11 @@ def _main_rows(results: dict) -> list[list[str]]:
         rows.append(
             [
                 str(lvl["clients"]),
-                _f(life["ops_per_s"]),
-                _f(life["lifecycles_per_s"]),
-                _f(base["ops_per_s"]),
-                _f(lvl["ratio_transitions_to_inserts"], 3),
-                f"{_f(cpu['machine_busy'], 0)} of {cpu['machine_capacity']}",
+                fmt(life["ops_per_s"]),
+                fmt(life["lifecycles_per_s"]),
+                fmt(base["ops_per_s"]),
+                fmt(lvl["ratio_transitions_to_inserts"], 3),
+                f"{fmt(cpu['machine_busy'], 0)} of {cpu['machine_capacity']}",
             ]
         )
     return rows
@@ -946,7 +856,7 @@ def _latency_rows(results: dict) -> tuple[list[str], list[list[str]]]:
         cells = [row]
         for lvl in results["levels"]:
             q = lvl["baseline" if kind == INSERT else "lifecycle"]["latency_ms"][kind]
-            cells.append(f"{_f(q['p50'], 2)} / {_f(q['p95'], 2)} / {_f(q['p99'], 2)}")
+            cells.append(f"{fmt(q['p50'], 2)} / {fmt(q['p95'], 2)} / {fmt(q['p99'], 2)}")
         rows.append(cells)
     return head, rows
 
@@ -974,40 +884,16 @@ def _cpu_rows(results: dict) -> list[list[str]]:
                 [
                     str(lvl["clients"]),
                     phase,
-                    _f(cpu["bench_clients"], 0),
-                    _f(cpu["server_backends"], 0),
-                    _f(cpu["server_background"], 0),
-                    _f(cpu["other_processes"], 0),
-                    _f(ph["backend_cpu_us_per_op"], 0),
-                    _f(ph["wal_bytes_per_op"], 0),
+                    fmt(cpu["bench_clients"], 0),
+                    fmt(cpu["server_backends"], 0),
+                    fmt(cpu["server_background"], 0),
+                    fmt(cpu["other_processes"], 0),
+                    fmt(ph["backend_cpu_us_per_op"], 0),
+                    fmt(ph["wal_bytes_per_op"], 0),
                     _top_waits(ph["waits"], 3),
                 ]
             )
     return rows
-
-
-def _numeric(rows: list[list[str]], i: int) -> bool:
-    return all(r[i][:1].isdigit() or r[i] == "-" for r in rows)
-
-
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    """Plain-text table: numeric columns right-aligned, the others left-aligned."""
-    widths = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(len(head))]
-    right = [_numeric(rows, i) for i in range(len(head))]
-
-    def fmt(cells: list[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
-        ).rstrip()
-
-    return "\n".join([fmt(head), "  ".join("-" * w for w in widths), *(fmt(r) for r in rows)])
-
-
-def _md(head: list[str], rows: list[list[str]]) -> str:
-    align = ["---:" if _numeric(rows, i) else "---" for i in range(len(head))]
-    out = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def _pgbench_head(results: dict) -> list[str]:
@@ -1031,10 +917,10 @@ def _pgbench_rows(results: dict) -> list[list[str]]:
         rows.append(
             [
                 str(n),
-                _f(t.get("tps")),
-                _f(t.get("latency_avg_ms"), 3),
-                _f(i.get("tps")),
-                _f(lvl["baseline"]["ops_per_s"]),
+                fmt(t.get("tps")),
+                fmt(t.get("latency_avg_ms"), 3),
+                fmt(i.get("tps")),
+                fmt(lvl["baseline"]["ops_per_s"]),
             ]
         )
     return rows
@@ -1067,21 +953,21 @@ def format_text(results: dict) -> str:
         "",
         "throughput (ratio = transitions/s / baseline inserts/s, same client count and duration;",
         "machine busy = all processes on the machine during the lifecycle phase, % of one core)",
-        _table(MAIN_HEAD, _main_rows(results)),
+        table(MAIN_HEAD, _main_rows(results)),
         "",
         "latency per transition (each one autocommit transaction)",
-        _table(*_latency_rows(results)),
+        table(*_latency_rows(results)),
         "",
         "where the time went (CPU in % of one core: bench = the Python clients, backends = their server",
         "processes, pg bg = the server's other processes (WAL writer, logger, checkpointer...), others =",
         "the rest of the machine: other users' processes)",
-        _table(CPU_HEAD, _cpu_rows(results)),
+        table(CPU_HEAD, _cpu_rows(results)),
     ]
     title = _pgbench_title(results)
     if title:
         out += ["", title]
         if results.get("pgbench", {}).get("runs") or results.get("pgbench_insert", {}).get("runs"):
-            out.append(_table(_pgbench_head(results), _pgbench_rows(results)))
+            out.append(table(_pgbench_head(results), _pgbench_rows(results)))
     out += ["", "checks"]
     groups = ([("warm-up", results["warmup"]["checks"])] if "warmup" in results else []) + [
         (f"{lvl['clients']} clients", lvl["checks"]) for lvl in results["levels"]
@@ -1101,24 +987,15 @@ def format_text(results: dict) -> str:
 
 def format_markdown(results: dict) -> str:
     out = [
-        _md(MAIN_HEAD, _main_rows(results)),
+        md(MAIN_HEAD, _main_rows(results)),
         "",
-        _md(*_latency_rows(results)),
+        md(*_latency_rows(results)),
         "",
-        _md(CPU_HEAD, _cpu_rows(results)),
+        md(CPU_HEAD, _cpu_rows(results)),
     ]
     if results.get("pgbench", {}).get("runs") or results.get("pgbench_insert", {}).get("runs"):
-        out += ["", _pgbench_title(results) or "", "", _md(_pgbench_head(results), _pgbench_rows(results))]
+        out += ["", _pgbench_title(results) or "", "", md(_pgbench_head(results), _pgbench_rows(results))]
     return "\n".join(out)
-
-
-def save(results: dict, path: Path | None = None) -> Path:
-    if path is None:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        stamp = results["started_at"].replace("+00:00", "Z").replace(":", "").replace("-", "")
-        path = RESULTS_DIR / f"lifecycle-{stamp}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    return path
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -1133,7 +1010,7 @@ def _databases(args: argparse.Namespace) -> Iterator[tuple[str, str | None]]:
     from waybill import testing
 
     with testing.test_cluster() as cluster:
-        _log(f"throw-away cluster in {cluster.data_dir}; migrating the template")
+        log(f"throw-away cluster in {cluster.data_dir}; migrating the template")
         testing.build_template(cluster)
         cluster.drop_database("bench")
         cluster.create_database("bench", template=testing.TEMPLATE_DB)
@@ -1202,7 +1079,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pgbench_scale=args.pgbench_scale,
             pgbench_bin=args.pgbench_bin,
         )
-    path = save(results, args.output)
+    path = save(results, "lifecycle", args.output)
     print(format_text(results))
     if args.markdown:
         print()

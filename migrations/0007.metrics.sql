@@ -1,7 +1,7 @@
 -- 0007 agent metrics (plan Track B, issue 11): schema metrics (rollups kept by triggers on
 -- core.shipping_assignments, materialized views refreshed by named pg_cron jobs) and the five
 -- metrics endpoints plus refresh_metrics / health_metrics in api.
--- depends: 0004.api
+-- depends: 0006.house
 -- Same text as sql/300_metrics_rollups.sql, sql/310_metrics_views.sql and sql/830_api_metrics.sql
 -- (tests/test_migrations.py proves both build the same schema). The existing rows are counted once
 -- by metrics.rebuild_rollups() at the end; the pg_cron jobs are created only in the database pg_cron

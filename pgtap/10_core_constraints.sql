@@ -4,7 +4,7 @@
 -- assertions proves each bad row trips the very constraint it targets and that no constraint of core
 -- is left without a bad row.
 begin;
-select plan(129);
+select plan(143);
 
 -- ---------------------------------------------------------------------------------------------
 -- Structure: the tables, their primary keys, their foreign keys
@@ -12,7 +12,7 @@ select plan(129);
 select tables_are('core', array[
     'customers', 'sellers', 'delivery_agents', 'state_transitions', 'wallets', 'ledger_transactions',
     'ledger_entries', 'orders', 'order_status_history', 'payments', 'refunds', 'shipping_assignments',
-    'assignment_status_history']);
+    'assignment_status_history', 'currencies']);
 
 select has_pk('core', 'customers', 'core.customers has a primary key');
 select has_pk('core', 'sellers', 'core.sellers has a primary key');
@@ -27,6 +27,7 @@ select has_pk('core', 'payments', 'core.payments has a primary key');
 select has_pk('core', 'refunds', 'core.refunds has a primary key');
 select has_pk('core', 'shipping_assignments', 'core.shipping_assignments has a primary key');
 select has_pk('core', 'assignment_status_history', 'core.assignment_status_history has a primary key');
+select has_pk('core', 'currencies', 'core.currencies has a primary key');
 
 select fk_ok('core', 'wallets', 'seller_id', 'core', 'sellers', 'id');
 select fk_ok('core', 'ledger_transactions', 'payment_id', 'core', 'payments', 'id');
@@ -43,6 +44,9 @@ select fk_ok('core', 'shipping_assignments', 'agent_id', 'core', 'delivery_agent
 select fk_ok('core', 'assignment_status_history', 'assignment_id', 'core', 'shipping_assignments', 'id');
 select fk_ok('core', 'assignment_status_history', 'agent_id', 'core', 'delivery_agents', 'id');
 select fk_ok('core', 'assignment_status_history', 'order_id', 'core', 'orders', 'id');
+select fk_ok('core', 'orders', 'currency', 'core', 'currencies', 'code');
+select fk_ok('core', 'payments', 'currency', 'core', 'currencies', 'code');
+select fk_ok('core', 'wallets', 'currency', 'core', 'currencies', 'code');
 
 -- The partial unique indexes behind "one live payment / one live assignment per order".
 select index_is_unique('core', 'payments', 'payments_order_id_live_key');
@@ -101,6 +105,17 @@ create temp table bad_rows (
 );
 
 insert into bad_rows (target, code, what, stmt) values
+-- currencies (ISO 4217 reference data)
+('currencies_code_format_check', 'CHECK_VIOLATION', 'lower-case code',
+ $$insert into core.currencies (code, numeric_code, minor_unit, name) values ('zzz', '999', 2, 'Test')$$),
+('currencies_numeric_code_format_check', 'CHECK_VIOLATION', 'two-digit numeric code',
+ $$insert into core.currencies (code, numeric_code, minor_unit, name) values ('ZZZ', '99', 2, 'Test')$$),
+('currencies_minor_unit_range_check', 'CHECK_VIOLATION', 'five decimal places',
+ $$insert into core.currencies (code, numeric_code, minor_unit, name) values ('ZZZ', '999', 5, 'Test')$$),
+('currencies_name_not_blank_check', 'CHECK_VIOLATION', 'blank name',
+ $$insert into core.currencies (code, numeric_code, minor_unit, name) values ('ZZZ', '999', 2, ' ')$$),
+('currencies_numeric_code_key', 'UNIQUE_VIOLATION', 'the numeric code of EUR again',
+ $$insert into core.currencies (code, numeric_code, minor_unit, name) values ('ZZZ', '978', 2, 'Test')$$),
 -- customers
 ('customers_email_format_check', 'CHECK_VIOLATION', 'email without @',
  $$insert into core.customers (name, email) values ('Bo', 'bo.example.com')$$),
@@ -146,6 +161,8 @@ insert into bad_rows (target, code, what, stmt) values
  $$insert into core.wallets (kind, currency) values ('BANK', 'EUR')$$),
 ('wallets_currency_format_check', 'CHECK_VIOLATION', 'lower-case currency',
  $$insert into core.wallets (kind, currency) values ('PLATFORM_FEES', 'usd')$$),
+('wallets_currency_fkey', 'FOREIGN_KEY_VIOLATION', 'three capitals that are no ISO 4217 code',
+ $$insert into core.wallets (kind, currency) values ('PLATFORM_FEES', 'XYZ')$$),
 ('wallets_seller_only_for_seller_kind_check', 'CHECK_VIOLATION', 'seller wallet without seller',
  $$insert into core.wallets (kind, currency) values ('SELLER', 'USD')$$),
 ('wallets_seller_only_for_seller_kind_check', 'CHECK_VIOLATION', 'platform wallet with a seller',
@@ -180,10 +197,14 @@ insert into bad_rows (target, code, what, stmt) values
  $$insert into core.orders (customer_id, seller_id, ship_to_zip, amount, currency) values (1001, 2001, '1000', 100, 'EUR')$$),
 ('orders_ship_to_zip_format_check', 'CHECK_VIOLATION', 'letters in zip',
  $$insert into core.orders (customer_id, seller_id, ship_to_zip, amount, currency) values (1001, 2001, '1000A', 100, 'EUR')$$),
-('orders_amount_positive_check', 'CHECK_VIOLATION', 'zero amount',
+('orders_amount_range_check', 'CHECK_VIOLATION', 'zero amount',
  $$insert into core.orders (customer_id, seller_id, ship_to_zip, amount, currency) values (1001, 2001, '10001', 0, 'EUR')$$),
-('orders_amount_positive_check', 'CHECK_VIOLATION', 'negative amount',
+('orders_amount_range_check', 'CHECK_VIOLATION', 'negative amount',
  $$insert into core.orders (customer_id, seller_id, ship_to_zip, amount, currency) values (1001, 2001, '10001', -5, 'EUR')$$),
+('orders_amount_range_check', 'CHECK_VIOLATION', 'one minor unit above core.amount_max()',
+ $$insert into core.orders (customer_id, seller_id, ship_to_zip, amount, currency) values (1001, 2001, '10001', core.amount_max() + 1, 'EUR')$$),
+('orders_currency_fkey', 'FOREIGN_KEY_VIOLATION', 'three capitals that are no ISO 4217 code',
+ $$insert into core.orders (customer_id, seller_id, ship_to_zip, amount, currency) values (1001, 2001, '10001', 100, 'XYZ')$$),
 ('not null: amount', 'NOT_NULL_VIOLATION', 'null amount',
  $$insert into core.orders (customer_id, seller_id, ship_to_zip, amount, currency) values (1001, 2001, '10001', null, 'EUR')$$),
 ('orders_currency_format_check', 'CHECK_VIOLATION', 'lower-case currency',
@@ -206,8 +227,12 @@ insert into bad_rows (target, code, what, stmt) values
 ('order_status_history_order_id_fkey', 'FOREIGN_KEY_VIOLATION', 'unknown order',
  $$insert into core.order_status_history (order_id, to_status, version, actor) values (999999, 'PENDING', 1, 'test')$$),
 -- payments (template: a PENDING payment of order 4002, which has none)
-('payments_amount_positive_check', 'CHECK_VIOLATION', 'zero amount',
+('payments_amount_range_check', 'CHECK_VIOLATION', 'zero amount',
  $$insert into core.payments (order_id, amount, currency) values (4002, 0, 'EUR')$$),
+('payments_amount_range_check', 'CHECK_VIOLATION', 'one minor unit above core.amount_max()',
+ $$insert into core.payments (order_id, amount, currency) values (4002, core.amount_max() + 1, 'EUR')$$),
+('payments_currency_fkey', 'FOREIGN_KEY_VIOLATION', 'three capitals that are no ISO 4217 code',
+ $$insert into core.payments (order_id, amount, currency) values (4002, 7000, 'XYZ')$$),
 ('payments_currency_format_check', 'CHECK_VIOLATION', 'lower-case currency',
  $$insert into core.payments (order_id, amount, currency) values (4002, 7000, 'eur')$$),
 ('payments_status_check', 'CHECK_VIOLATION', 'unknown status',

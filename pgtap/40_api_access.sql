@@ -35,7 +35,7 @@ select tap.become('agent', '9002');
 select is((select count(*)::int from api.shipping_assignments where agent_id = 9001), 0, 'agent 9002 cannot see 9001''s assignment');
 select throws_code(
     format($$select api.advance_assignment(%s, 'PICKED_UP')$$, current_setting('tap.taken')),
-    'ASSIGNMENT_NOT_YOURS', 'agent 9002 cannot move 9001''s assignment');
+    'ASSIGNMENT_NOT_FOUND', 'agent 9002 cannot move 9001''s assignment, nor learn it exists');
 select tap.become('agent', 'not-a-number');
 select throws_code($$select api.accept_assignment(1)$$, 'INVALID_ARGUMENT', 'an agent token needs a numeric sub');
 

@@ -12,6 +12,8 @@ end
 $db$;
 
 create extension if not exists pg_stat_statements with schema public;
+-- The owner's SECURITY DEFINER functions call public.pg_stat_statements() (ops.statement_stats).
+grant usage on schema public to waybill_owner;
 
 create schema auth;
 comment on schema auth is 'Helpers that read the request''s JWT claims (role, sub, actor); not exposed.';

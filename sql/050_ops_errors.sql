@@ -28,7 +28,8 @@ insert into ops.error_codes (code, sqlstate, http_status, message, hint, retryab
     -- validation (400/422)
     ('INVALID_ARGUMENT',            'PGRST', 400, 'invalid argument: %s', 'Check the request against the API documentation.', false),
     ('INVALID_AMOUNT',              'PGRST', 422, 'amount must be a positive whole number of minor units, got %s', 'Send integer minor units (cents), greater than zero.', false),
-    ('INVALID_CURRENCY',            'PGRST', 422, 'currency must be an ISO 4217 code, got %s', 'Use three upper-case letters, e.g. EUR.', false),
+    ('INVALID_CURRENCY',            'PGRST', 422, 'currency must be an active ISO 4217 code, got %s', 'Use a code of GET /currencies, e.g. EUR.', false),
+    ('AMOUNT_TOO_LARGE',            'PGRST', 422, 'amount %s exceeds the maximum of %s minor units', 'Split the payment; the limit is core.amount_max().', false),
     ('INVALID_ZIP_CODE',            'PGRST', 422, 'zip code must be five digits, got %s', null, false),
     ('CURRENCY_MISMATCH',           'PGRST', 422, 'currency %s does not match %s', null, false),
     -- not found (404)
@@ -67,7 +68,8 @@ insert into ops.error_codes (code, sqlstate, http_status, message, hint, retryab
     ('CHECK_VIOLATION',             '23514', 400, 'new row violates check constraint', null, false),
     ('NOT_NULL_VIOLATION',          '23502', 400, 'null value violates not-null constraint', null, false),
     ('INSUFFICIENT_PRIVILEGE',      '42501', 403, 'permission denied', '401 with WWW-Authenticate when the role is anon.', false),
-    ('SERIALIZATION_FAILURE',       '40001', 500, 'could not serialize access', 'The HTTP front retries the transaction.', true);
+    ('SERIALIZATION_FAILURE',       '40001', 500, 'could not serialize access', 'The HTTP front retries the transaction.', true),
+    ('STATEMENT_TIMEOUT',           '57014', 500, 'canceling statement due to statement timeout', 'The request role''s statement_timeout elapsed (README, roles), or the client went away.', false);
 
 create function ops.raise_error(p_code text, variadic p_args text[] default '{}')
 returns void

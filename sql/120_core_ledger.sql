@@ -13,6 +13,7 @@ create table core.wallets (
     created_at  timestamptz not null default now(),
     constraint wallets_pkey primary key (id),
     constraint wallets_seller_id_fkey foreign key (seller_id) references core.sellers (id),
+    constraint wallets_currency_fkey foreign key (currency) references core.currencies (code),
     constraint wallets_kind_check check (kind in ('SELLER', 'PLATFORM_FEES', 'PAYMENT_CLEARING')),
     constraint wallets_seller_only_for_seller_kind_check check ((kind = 'SELLER') = (seller_id is not null)),
     constraint wallets_currency_format_check check (currency ~ '^[A-Z]{3}$'),
@@ -26,6 +27,8 @@ comment on column core.wallets.kind is 'SELLER (seller earnings), PLATFORM_FEES 
 -- The unique key leads with kind, so the sellers FK had no index of its own.
 create index wallets_seller_id_idx on core.wallets (seller_id);
 comment on index core.wallets_seller_id_idx is 'Serves the sellers FK and a seller''s wallets (wallet_id by seller_id).';
+create index wallets_currency_idx on core.wallets (currency);
+comment on index core.wallets_currency_idx is 'Serves the currencies FK (a currency row cannot go while a wallet uses it).';
 
 create table core.ledger_transactions (
     id          bigint generated always as identity,
@@ -81,9 +84,9 @@ as $$
 -- wrote through a SECURITY DEFINER function), which may not read the ledger itself.
 -- A violation is logged as ledger_invariant_violated (the log line survives the rollback) and raised.
 declare
-    v_sum bigint;
+    v_sum numeric;  -- sum() of bigint is numeric: an unbalanced sum beyond bigint is still reported, not 22003
     v_currency text;
-    v_foreign integer;
+    v_foreign bigint;  -- count(*) is bigint
 begin
     select lt.currency into v_currency from core.ledger_transactions lt where lt.id = new.transaction_id;
     select coalesce(sum(e.amount), 0), count(*) filter (where w.currency <> v_currency)

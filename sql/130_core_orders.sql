@@ -24,8 +24,9 @@ create table core.orders (
     constraint orders_pkey primary key (id),
     constraint orders_customer_id_fkey foreign key (customer_id) references core.customers (id),
     constraint orders_seller_id_fkey foreign key (seller_id) references core.sellers (id),
+    constraint orders_currency_fkey foreign key (currency) references core.currencies (code),
     constraint orders_ship_to_zip_format_check check (ship_to_zip ~ '^[0-9]{5}$'),
-    constraint orders_amount_positive_check check (amount > 0),
+    constraint orders_amount_range_check check (amount between 1 and core.amount_max()),
     constraint orders_currency_format_check check (currency ~ '^[A-Z]{3}$'),
     constraint orders_status_check check (status in ('PENDING', 'CONFIRMED', 'SHIPPED', 'DELIVERED', 'CANCELLED')),
     constraint orders_version_positive_check check (version > 0),
@@ -42,6 +43,9 @@ create index orders_customer_id_idx on core.orders (customer_id);
 comment on index core.orders_customer_id_idx is 'Serves the customers FK (deletes/updates of customers) and per-customer listings.';
 create index orders_seller_id_idx on core.orders (seller_id);
 comment on index core.orders_seller_id_idx is 'Serves the sellers FK and per-seller listings.';
+-- Low cardinality, but the FK check on a currency row's removal needs it; deduplicated, it is small.
+create index orders_currency_idx on core.orders (currency);
+comment on index core.orders_currency_idx is 'Serves the currencies FK (a currency row cannot go while an order uses it).';
 
 create table core.order_status_history (
     id           bigint generated always as identity,

@@ -20,8 +20,9 @@ create table core.payments (
     failed_at       timestamptz,
     constraint payments_pkey primary key (id),
     constraint payments_order_id_fkey foreign key (order_id) references core.orders (id),
+    constraint payments_currency_fkey foreign key (currency) references core.currencies (code),
     constraint payments_provider_ref_key unique (provider_ref),
-    constraint payments_amount_positive_check check (amount > 0),
+    constraint payments_amount_range_check check (amount between 1 and core.amount_max()),
     constraint payments_currency_format_check check (currency ~ '^[A-Z]{3}$'),
     constraint payments_status_check check (status in ('PENDING', 'CAPTURED', 'FAILED')),
     constraint payments_fee_within_amount_check check (fee_amount between 0 and amount),
@@ -39,6 +40,8 @@ create unique index payments_order_id_live_key on core.payments (order_id) where
 comment on index core.payments_order_id_live_key is 'One live payment per order; also serves the orders FK and "the payment of order X".';
 create index payments_order_id_idx on core.payments (order_id);
 comment on index core.payments_order_id_idx is 'Serves the orders FK for failed payments too (the partial unique index skips them).';
+create index payments_currency_idx on core.payments (currency);
+comment on index core.payments_currency_idx is 'Serves the currencies FK (a currency row cannot go while a payment uses it).';
 
 create trigger _010_check_transition
     before update of status on core.payments
@@ -94,12 +97,15 @@ begin
     if p_amount is null or p_amount <= 0 then
         perform ops.raise_error('INVALID_AMOUNT', coalesce(p_amount::text, 'null'));
     end if;
-    if p_currency is null or p_currency !~ '^[A-Z]{3}$' then
+    if p_amount > core.amount_max() then
+        perform ops.raise_error('AMOUNT_TOO_LARGE', p_amount::text, core.amount_max()::text);
+    end if;
+    if p_currency is null or not exists (select 1 from core.currencies c where c.code = p_currency) then
         perform ops.raise_error('INVALID_CURRENCY', coalesce(p_currency, 'null'));
     end if;
 end
 $$;
-comment on function core.validate_money(bigint, text) is 'Raise INVALID_AMOUNT / INVALID_CURRENCY for bad money input.';
+comment on function core.validate_money(bigint, text) is 'Raise INVALID_AMOUNT / AMOUNT_TOO_LARGE / INVALID_CURRENCY for bad money input.';
 
 create function core.create_order(
     p_customer_id bigint,
@@ -234,8 +240,7 @@ begin
     select s.* into v_seller
       from core.sellers s join core.orders o on o.seller_id = s.id
      where o.id = v_payment.order_id;
-    -- Fee rounded half up to the minor unit.
-    v_fee := (v_payment.amount * v_seller.fee_bps + 5000) / 10000;
+    v_fee := core.fee_for(v_payment.amount, v_seller.fee_bps);
 
     update core.payments p
        set status = 'CAPTURED', provider_ref = p_provider_ref, fee_amount = v_fee,
@@ -322,7 +327,7 @@ begin
     if v_payment.status <> 'CAPTURED' then
         perform ops.raise_error('PAYMENT_NOT_CAPTURED', p_payment_id::text);
     end if;
-    select coalesce(sum(r.amount), 0) into v_taken
+    select coalesce(sum(r.amount), 0)::bigint into v_taken  -- never above the captured (bigint) amount
       from core.refunds r where r.payment_id = p_payment_id and r.status in ('INITIATED', 'COMPLETED');
     if p_amount > v_payment.amount - v_taken then
         perform ops.raise_error('REFUND_EXCEEDS_CAPTURED', p_amount::text,
@@ -372,8 +377,7 @@ volatile
 set search_path = ''
 as $$
 -- INITIATED -> COMPLETED and the reversing ledger transaction: clearing +amount, seller
--- -(amount - fee share), platform fees -fee share. The fee share is the difference of
--- floor(fee * refunded / captured) before and after, so partial refunds never reverse more fee than taken.
+-- -(amount - fee share), platform fees -fee share (core.refund_fee_share: pro rata, overflow-safe).
 declare
     v_refund core.refunds;
     v_payment core.payments;
@@ -388,10 +392,9 @@ begin
     end if;
     select * into v_payment from core.payments p where p.id = v_refund.payment_id;
     select o.seller_id into v_seller_id from core.orders o where o.id = v_payment.order_id;
-    select coalesce(sum(r.amount), 0) into v_done
+    select coalesce(sum(r.amount), 0)::bigint into v_done  -- never above the captured (bigint) amount
       from core.refunds r where r.payment_id = v_payment.id and r.status = 'COMPLETED';
-    v_fee_share := (v_payment.fee_amount * (v_done + v_refund.amount)) / v_payment.amount
-                 - (v_payment.fee_amount * v_done) / v_payment.amount;
+    v_fee_share := core.refund_fee_share(v_payment.fee_amount, v_payment.amount, v_done, v_refund.amount);
 
     update core.refunds r
        set status = 'COMPLETED', completed_at = v_now, updated_at = v_now

@@ -58,6 +58,23 @@ comment on function auth.require_agent() is 'The calling agent''s id, or INVALID
 grant execute on function auth.agent_id(), auth.agent_zip_codes(), auth.require_agent()
     to anon, admin, platform_admin, service, agent;
 
+create function auth.agent_sees_assignment(p_assignment_id bigint)
+returns boolean
+language sql
+stable
+set search_path = ''
+as $$
+    -- The agent_reads_own_and_offers policy's rule for one row, for api functions that run as the
+    -- owner (who bypasses RLS); pgtap/50_security.sql checks that both agree row by row.
+    select exists (
+        select 1 from core.shipping_assignments a
+         where a.id = p_assignment_id
+           and (a.agent_id = auth.agent_id()
+                or (a.status = 'OFFERED' and a.zip_code = any (auth.agent_zip_codes()))))
+$$;
+comment on function auth.agent_sees_assignment(bigint) is
+    'Whether the calling agent can read the assignment through row-level security (its own, or an open offer in its zip codes).';
+
 -- -------------------------------------------------------------------------------------------------
 -- Row-level security: who sees which rows through the api views
 -- Per-statement constants are wrapped in (select …) so they are evaluated once, not per row.
@@ -110,6 +127,10 @@ comment on policy staff_read on core.assignment_status_history is 'Admins and se
 create policy agent_reads_own on core.assignment_status_history for select to agent
     using (agent_id = (select auth.agent_id()));
 comment on policy agent_reads_own on core.assignment_status_history is 'An agent reads the steps it took part in.';
+
+grant select on core.currencies to admin, platform_admin, service;
+create policy staff_read on core.currencies for select to admin, platform_admin, service using (true);
+comment on policy staff_read on core.currencies is 'Admins and services read the currency list.';
 
 -- -------------------------------------------------------------------------------------------------
 -- Views
@@ -186,6 +207,13 @@ grant select on ops.error_codes to anon, admin, platform_admin, service, agent;
 create policy everyone_reads on ops.error_codes for select to anon, admin, platform_admin, service, agent using (true);
 comment on policy everyone_reads on ops.error_codes is 'The registry is public documentation.';
 grant select on api.error_codes to anon, admin, platform_admin, service, agent;
+
+create view api.currencies with (security_invoker = true) as
+select c.code, c.numeric_code, c.minor_unit, c.name
+  from core.currencies c;
+comment on view api.currencies is $$Currencies
+The ISO 4217 currencies orders may use, with the decimal places of their minor unit.$$;
+grant select on api.currencies to admin, platform_admin, service;
 
 create view api.slow_statements with (security_invoker = true) as
 select s.queryid, s.role, s.calls, s.total_ms, s.mean_ms, s.max_ms, s.rows, s.share_pct,
@@ -359,16 +387,34 @@ grant execute on function api.cancel_assignment(bigint) to service;
 
 create function api.accept_assignment(assignment_id bigint)
 returns api.shipping_assignments
-language sql
+language plpgsql
 volatile
 security definer
 set search_path = ''
 as $$
-    select jsonb_populate_record(null::api.shipping_assignments,
-        to_jsonb(core.accept_assignment(assignment_id, auth.require_agent(), auth.actor())))
+-- An agent learns nothing of an assignment it cannot read (api.shipping_assignments under RLS):
+-- that id answers ASSIGNMENT_NOT_FOUND, exactly as an unknown one. Visibility is judged as the call
+-- starts: the loser of a race for an offer it could read still gets ASSIGNMENT_ALREADY_TAKEN.
+declare
+    v_agent_id bigint := auth.require_agent();
+    v_status text;
+begin
+    select d.status into v_status from core.delivery_agents d where d.id = v_agent_id;
+    if v_status is null then  -- these two are about the caller itself: no assignment is revealed
+        perform ops.raise_error('AGENT_NOT_FOUND', v_agent_id::text);
+    elsif v_status <> 'ACTIVE' then
+        perform ops.raise_error('AGENT_NOT_ELIGIBLE', v_agent_id::text,
+                                coalesce(accept_assignment.assignment_id::text, 'null'), 'agent is ' || v_status);
+    end if;
+    if not auth.agent_sees_assignment(accept_assignment.assignment_id) then
+        perform ops.raise_error('ASSIGNMENT_NOT_FOUND', coalesce(accept_assignment.assignment_id::text, 'null'));
+    end if;
+    return jsonb_populate_record(null::api.shipping_assignments,
+        to_jsonb(core.accept_assignment(accept_assignment.assignment_id, v_agent_id, auth.actor())));
+end
 $$;
 comment on function api.accept_assignment(bigint) is $$Accept an offer
-Exactly one agent wins an offer; the others get 409 ASSIGNMENT_ALREADY_TAKEN. A lock held over 5 s gives a retryable 503.$$;
+Exactly one agent wins an offer; the others get 409 ASSIGNMENT_ALREADY_TAKEN. A lock held over 5 s gives a retryable 503. An assignment the agent cannot see is 404 ASSIGNMENT_NOT_FOUND.$$;
 grant execute on function api.accept_assignment(bigint) to agent;
 
 create function api.advance_assignment(assignment_id bigint, status text, reason text default null)
@@ -379,16 +425,22 @@ security definer
 set search_path = ''
 as $$
 -- Agents move their own work forward; cancelling is the service's call (api.cancel_assignment).
+-- An assignment the agent cannot read answers ASSIGNMENT_NOT_FOUND, as an unknown id does.
+declare
+    v_agent_id bigint := auth.require_agent();
 begin
     if status is null or status not in ('PICKED_UP', 'IN_TRANSIT', 'DELIVERED', 'FAILED') then
         perform ops.raise_error('INVALID_ARGUMENT', 'status must be PICKED_UP, IN_TRANSIT, DELIVERED or FAILED');
     end if;
+    if not auth.agent_sees_assignment(advance_assignment.assignment_id) then
+        perform ops.raise_error('ASSIGNMENT_NOT_FOUND', coalesce(advance_assignment.assignment_id::text, 'null'));
+    end if;
     return jsonb_populate_record(null::api.shipping_assignments,
-        to_jsonb(core.advance_assignment(assignment_id, status, auth.require_agent(), reason, auth.actor())));
+        to_jsonb(core.advance_assignment(advance_assignment.assignment_id, status, v_agent_id, reason, auth.actor())));
 end
 $$;
 comment on function api.advance_assignment(bigint, text, text) is $$Move an own assignment forward
-status is PICKED_UP, IN_TRANSIT, DELIVERED or FAILED (with a reason). The order follows.$$;
+status is PICKED_UP, IN_TRANSIT, DELIVERED or FAILED (with a reason). The order follows. An assignment the agent cannot see is 404 ASSIGNMENT_NOT_FOUND.$$;
 grant execute on function api.advance_assignment(bigint, text, text) to agent;
 
 -- -------------------------------------------------------------------------------------------------

@@ -311,3 +311,18 @@ def test_postgrest_serves_api_as_the_gateway_does():
     assert pgrst["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "WAYBILL_AUTHENTICATOR_PASSWORD" in svcs["migrate"]["environment"]
     assert "gateway" not in svcs
+
+
+def test_docs_the_readme_and_stack_files_cite_are_in_the_repository():
+    """A comment that sends the reader to docs/X.md must find it (paths beside the repo, ../shared/…, excepted)."""
+    files = [ROOT / "README.md", COMPOSE_FILE, *sorted((ROOT / "docker").rglob("*")), ENV_EXAMPLE]
+    cited = set()
+    for f in files:
+        if f.is_file():
+            cited |= {
+                (f.name, m)
+                for m in re.findall(r"(?<![\w./])((?:docs|gateway|bench)/[\w./-]+\.md)", f.read_text())
+            }
+    assert cited, "no citation found: the pattern is wrong"
+    missing = [(name, path) for name, path in cited if not (ROOT / path).exists()]
+    assert not missing, missing

@@ -48,6 +48,39 @@ def test_ten_agents_accept_one_assignment(conn: psycopg.Connection, db_url: str)
     print(f"\naccept race: {TRIALS} trials x 10 connections -> {dict(tally)}")
 
 
+def test_agents_accept_one_offer_through_the_api(conn: psycopg.Connection, db_url: str) -> None:
+    """The same race through api.accept_assignment, as PostgREST runs it (role + claims per
+    connection): its visibility check (issue 7) keeps exactly one winner; a loser hears either that
+    the offer it saw was taken or, if it arrived after the winner committed, exactly what an unknown
+    id gets. Never anything else."""
+    p = party(conn, agents=4)
+    race = Contenders(db_url, 4)
+    tally: Counter[str] = Counter()
+    try:
+        for c, agent in zip(race.conns, p["agents"], strict=True):
+            c.execute(
+                "select set_config('request.jwt.claims', %s, false)",
+                [f'{{"role": "agent", "sub": "{agent}"}}'],
+            )
+            c.execute("set role agent")
+        for _ in range(TRIALS):
+            _, assignment_id = offered_assignment(conn, p)
+            outcomes = race.round(
+                [lambda c, s=assignment_id: c.execute("select api.accept_assignment(%s)", [s])] * 4
+            )
+            assert outcomes.count(WON) == 1, outcomes
+            assert set(outcomes) <= {WON, "ASSIGNMENT_ALREADY_TAKEN", "ASSIGNMENT_NOT_FOUND"}, outcomes
+            winner = p["agents"][outcomes.index(WON)]
+            assert one(
+                conn, "select agent_id from core.shipping_assignments where id = %s", [assignment_id]
+            ) == (winner,)
+            tally.update(outcomes)
+    finally:
+        race.close()
+    assert tally[WON] == TRIALS
+    print(f"\napi accept race: {TRIALS} trials x 4 connections -> {dict(tally)}")
+
+
 ORDER_TARGETS = ["CONFIRMED", "SHIPPED", "DELIVERED", "CANCELLED", "CONFIRMED"]
 
 
@@ -217,7 +250,8 @@ def test_randomized_money_and_delivery_workload(conn: psycopg.Connection, db_url
     assert one(conn, "select count(*) from core.payments p where p.amount < (select coalesce(sum(r.amount), 0) "
                      "from core.refunds r where r.payment_id = p.id and r.status <> 'FAILED')")[0] == 0  # fmt: skip
     # Wallet balances equal what payments and refunds say they should be, computed independently:
-    # per payment, fee share reversed so far = floor(fee * refunded / amount).
+    # per payment, fee share reversed so far = core.refund_fee_share of everything refunded at once
+    # (the shares of successive partial refunds telescope to it).
     expected = dict(
         conn.execute(
             """
@@ -226,8 +260,10 @@ def test_randomized_money_and_delivery_workload(conn: psycopg.Connection, db_url
                        coalesce((select sum(r.amount) from core.refunds r
                                   where r.payment_id = p.id and r.status = 'COMPLETED'), 0)::bigint as refunded
                   from core.payments p where p.status = 'CAPTURED')
-            select 'SELLER', sum((amount - fee) - (refunded - fee * refunded / amount)) from per_payment
-            union all select 'PLATFORM_FEES', sum(fee - fee * refunded / amount) from per_payment
+            select 'SELLER', sum((amount - fee) - (refunded - core.refund_fee_share(fee, amount, 0, refunded)))
+              from per_payment
+            union all select 'PLATFORM_FEES', sum(fee - core.refund_fee_share(fee, amount, 0, refunded))
+              from per_payment
             union all select 'PAYMENT_CLEARING', -sum(amount - refunded) from per_payment
             """
         ).fetchall()

@@ -46,9 +46,17 @@ def test_order_to_delivery_and_refund(conn: psycopg.Connection) -> None:
     refund_id = one(conn, "select id from core.initiate_refund(%s, 2000, 'damaged')", [payment_id])[0]
     conn.execute("select core.complete_refund(%s)", [refund_id])
 
-    # Fee 10 % of 12,345 rounded half up = 1,235; the refund of 2,000 reverses floor(1235*2000/12345) = 200.
-    fee = (12_345 * 1000 + 5000) // 10000
-    fee_share = fee * 2000 // 12_345
+    # Fee 10 % of 12,345 = 1,234.5, rounded half up = 1,235; the refund of 2,000 reverses
+    # floor(1,235 * 2,000 / 12,345) = floor(200.08) = 200. The SQL rules (core.fee_for,
+    # core.refund_fee_share, the one home of both) give the same figures by hand.
+    fee, fee_share = 1235, 200
+    assert one(
+        conn, "select core.fee_for(12345, 1000), core.refund_fee_share(1235, 12345, 0, 2000)"
+    ) == (
+        fee,
+        fee_share,
+    )
+    assert one(conn, "select fee_amount from core.payments where id = %s", [payment_id])[0] == fee
     balances = dict(
         conn.execute(
             "select kind, balance from core.wallet_balances where currency = 'EUR' "
@@ -133,3 +141,17 @@ def test_cancel_confirmed_order_cancels_offer(conn: psycopg.Connection) -> None:
     assert one(conn, "select status from core.orders where id = %s", [order_id])[0] == "CANCELLED"
     order2, _ = confirmed_order(conn, p)
     assert order2 != order_id
+
+
+def test_fee_rules_round_as_documented(conn: psycopg.Connection) -> None:
+    """core.fee_for rounds half up; refund shares of partial refunds add up to the whole share."""
+    # 1 % of 50 = 0.5 -> 1; of 49 = 0.49 -> 0; 10 % of 12,344 = 1,234.4 -> 1,234; 0 bps -> 0.
+    cases = [(50, 100, 1), (49, 100, 0), (12_344, 1000, 1234), (10_000, 0, 0), (10_000, 10_000, 10_000)]
+    for amount, bps, expected in cases:
+        assert one(conn, "select core.fee_for(%s, %s)", [amount, bps])[0] == expected, (amount, bps)
+    # Fee 1,000 on 3,000 refunded in three parts of 1,000: floor(333.3), floor(666.6) - 333, 1000 - 666.
+    shares = [
+        one(conn, "select core.refund_fee_share(1000, 3000, %s, 1000)", [before])[0]
+        for before in (0, 1000, 2000)
+    ]
+    assert shares == [333, 333, 334]

@@ -161,7 +161,7 @@ def test_captures_follow_the_fee_rule_and_post_once(db: psycopg.Connection) -> N
         select count(*) from core.payments p join core.orders o on o.id = p.order_id
           join core.sellers s on s.id = o.seller_id
          where p.status = 'CAPTURED'
-           and (p.fee_amount <> (p.amount * s.fee_bps + 5000) / 10000 or p.provider_ref is null
+           and (p.fee_amount <> core.fee_for(p.amount, s.fee_bps) or p.provider_ref is null
                 or p.captured_at is null or p.amount <> o.amount or p.currency <> o.currency)
         """,
     )
@@ -215,8 +215,7 @@ def test_completed_refunds_reverse_their_fee_share(db: psycopg.Connection) -> No
         ), expected as (
             select d.id as refund_id, w.id as wallet_id, x.amount
               from done d
-             cross join lateral (select (d.fee * (d.before + d.amount)) / d.captured
-                                        - (d.fee * d.before) / d.captured as share) s
+             cross join lateral (select core.refund_fee_share(d.fee, d.captured, d.before, d.amount) as share) s
              cross join lateral (values ('PAYMENT_CLEARING', null::bigint, d.amount),
                                         ('SELLER', d.seller_id, -(d.amount - s.share)),
                                         ('PLATFORM_FEES', null, -s.share)) x(kind, seller_id, amount)

@@ -1,20 +1,29 @@
-"""`make run` end to end: cluster, migrations, demo data, HTTP front, banner; Ctrl-C leaves nothing."""
+"""`make run` end to end: cluster, migrations, demo data, HTTP front, banner; Ctrl-C leaves nothing.
+
+Also against "an existing server" (DATABASE_URL): a second throw-away cluster plays it.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import jwt
+import psycopg
+import pytest
 
+from waybill import process, testing
 from waybill.cluster import free_port
-from waybill.settings import PROJECT_ROOT
 
 
 def _pids_matching(pattern: str) -> list[str]:
@@ -22,56 +31,96 @@ def _pids_matching(pattern: str) -> list[str]:
     return out.stdout.split()
 
 
-def test_run_serves_the_api_and_ctrl_c_stops_everything() -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="waybill-run-test-"))
+@contextmanager
+def waybill_run(
+    env_extra: dict[str, str], timeout: float = 180
+) -> Iterator[tuple[subprocess.Popen, str, int]]:
+    """`python -m waybill run` until its banner; yields (process, banner, API port); Ctrl-C on exit."""
     port, admin_port = free_port(), free_port()
-    env = dict(
-        os.environ,
-        WAYBILL_DATA_DIR=str(data_dir),
-        WAYBILL_API_PORT=str(port),
-        WAYBILL_API_ADMIN_PORT=str(admin_port),
-    )
-    env.pop("DATABASE_URL", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "waybill", "run"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    env = dict(os.environ, WAYBILL_API_PORT=str(port), WAYBILL_API_ADMIN_PORT=str(admin_port), **env_extra)
+    for key in ("DATABASE_URL", "WAYBILL_AUTHENTICATOR_PASSWORD"):
+        if key not in env_extra:
+            env.pop(key, None)
+    proc = process.start([sys.executable, "-m", "waybill", "run"], env=env, output=subprocess.PIPE, text=True)
     banner: list[str] = []
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + timeout
         assert proc.stdout is not None
         for line in proc.stdout:
             banner.append(line.rstrip("\n"))
             if "Ctrl-C stops everything." in line:
                 break
             assert time.monotonic() < deadline, "\n".join(banner)
-        text = "\n".join(banner)
-        assert "Waybill is running." in text, text
-        assert re.search(r"demo data .*orders", text), text
-        token = re.search(r"Bearer (\S+?)'", text).group(1)
-        url = re.search(r"curl -s '(\S+)'", text).group(1)
-        assert url.startswith(f"http://127.0.0.1:{port}/")
-        r = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-        assert r.status_code == 200, r.text
-        assert len(r.json()) == 5 and {"id", "status", "amount", "currency"} == set(r.json()[0])
-        assert _pids_matching(f"-D {data_dir}/pgdata"), "no postmaster while running"
+        yield proc, "\n".join(banner), port
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert proc.returncode == 0, "\n".join(banner)
-    assert _pids_matching(f"-D {data_dir}/pgdata") == []
+        process.stop(proc, sig=signal.SIGINT, grace=60)
+
+
+def _call_the_api(banner: str, port: int) -> None:
+    assert "Waybill is running." in banner, banner
+    assert re.search(r"demo data .*orders", banner), banner
+    token = re.search(r"Bearer (\S+?)'", banner).group(1)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["role"] == "admin" and claims["exp"] - claims["iat"] == 3600, claims
+    assert "valid 1 h (until " in banner and ".venv/bin/waybill token --role admin" in banner, banner
+    url = re.search(r"curl -s '(\S+)'", banner).group(1)
+    assert url.startswith(f"http://127.0.0.1:{port}/")
+    r = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert len(r.json()) == 5 and {"id", "status", "amount", "currency"} == set(r.json()[0])
+
+
+def _gone(port: int) -> None:
     assert _pids_matching(f"--port {port} ") == []
-    try:
+    with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
-        raise AssertionError("the HTTP front still answers after Ctrl-C")
-    except httpx.ConnectError:
-        pass
+
+
+def test_run_serves_the_api_and_ctrl_c_stops_everything() -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="waybill-run-test-"))
+    with waybill_run({"WAYBILL_DATA_DIR": str(data_dir)}) as (proc, banner, port):
+        _call_the_api(banner, port)
+        assert _pids_matching(f"-D {data_dir}/pgdata"), "no postmaster while running"
+    assert proc.returncode == 0, banner
+    assert _pids_matching(f"-D {data_dir}/pgdata") == []
+    _gone(port)
     subprocess.run(["rm", "-rf", str(data_dir)], check=False)
+
+
+def test_run_on_an_existing_server_without_an_authenticator_password(tmp_path: Path) -> None:
+    """DATABASE_URL and nothing else: a password is generated for authenticator, kept 0600 in the data
+    directory, set on the role; the existing server is left running on Ctrl-C."""
+    with testing.throwaway_cluster(db_name="shop") as server:
+        env = {"DATABASE_URL": server.url(tcp=True), "WAYBILL_DATA_DIR": str(tmp_path)}
+        with waybill_run(env) as (proc, banner, port):
+            _call_the_api(banner, port)
+            secret = tmp_path / "authenticator-password"
+            assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+            password = secret.read_text().strip()
+            assert len(password) >= 32 and password not in banner
+            # the password is what authenticator logs in with, over TCP
+            with psycopg.connect(
+                host="127.0.0.1", port=server.port, dbname="shop", user="authenticator", password=password
+            ) as conn:
+                assert conn.execute("select current_user").fetchone()[0] == "authenticator"
+            # and it is in no process's argv
+            for pid in _pids_matching(f"--port {port} "):
+                assert password not in Path(f"/proc/{pid}/cmdline").read_text()
+        assert proc.returncode == 0, banner
+        _gone(port)
+        assert server.running(), "Ctrl-C must not stop a server waybill did not start"
+
+
+def test_existing_server_without_pg_cron_says_what_to_add(tmp_path: Path) -> None:
+    plain = "shared_preload_libraries = 'pg_stat_statements'\n"
+    with testing.throwaway_cluster(extra_conf=plain, db_name="shop") as server:
+        env = dict(os.environ, DATABASE_URL=server.url(tcp=True), WAYBILL_DATA_DIR=str(tmp_path))
+        r = subprocess.run(
+            [sys.executable, "-m", "waybill", "migrate"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "pg_cron not preloaded" in r.stderr, r.stderr
+        assert "  shared_preload_libraries = 'pg_stat_statements, pg_cron'\n" in r.stderr, r.stderr
+        assert "  cron.database_name = 'shop'" in r.stderr, r.stderr
+        with server.connect("shop") as conn:  # nothing was migrated
+            assert conn.execute("select count(*) from pg_namespace where nspname = 'core'").fetchone()[0] == 0

@@ -15,8 +15,12 @@ import jwt
 
 from waybill.settings import Settings
 
+# The request roles a token may carry; sql/000_roles.sql creates them and grants them to authenticator
+# (tests/test_roles.py proves this tuple equals that set).
 ROLES = ("admin", "platform_admin", "service", "agent", "anon")
 MIN_SECRET = 32
+DEFAULT_TTL = 3600  # seconds: `waybill token` and the `make run` banner
+MAX_TTL = 24 * 3600  # no token of any role lives longer: a leaked one expires within a day
 
 
 def jwt_secret(settings: Settings) -> str:
@@ -33,8 +37,18 @@ def jwt_secret(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def mint(secret: str, role: str, sub: str | None = None, ttl_seconds: int = 3600) -> str:
-    """An HS256 token with the claims PostgREST reads: role (+ sub, iat, exp)."""
+def check_ttl(ttl_seconds: int) -> int:
+    """A token lifetime `waybill token` accepts: 1 s to MAX_TTL."""
+    if not 0 < ttl_seconds <= MAX_TTL:
+        raise ValueError(f"--ttl must be 1 to {MAX_TTL} seconds (24 h), got {ttl_seconds}")
+    return ttl_seconds
+
+
+def mint(secret: str, role: str, sub: str | None = None, ttl_seconds: int = DEFAULT_TTL) -> str:
+    """An HS256 token with the claims PostgREST reads: role (+ sub, iat, exp). Never beyond MAX_TTL;
+    a negative ttl (an already expired token) is for tests."""
+    if ttl_seconds > MAX_TTL:
+        raise ValueError(f"a token lives at most {MAX_TTL} seconds (24 h), not {ttl_seconds}")
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
     if role == "agent" and not sub:

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from waybill.auth import ROLES
 from waybill.cluster import Cluster, ClusterError
 from waybill.settings import Settings, get_settings
 
@@ -54,6 +55,8 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from waybill import migrate
 
     url = owner_url(settings, start=not settings.database_url)
+    if settings.database_url and not args.rollback_all:
+        migrate.check_server(url)
     if args.rollback_all:
         n = migrate.rollback_all(url)
         print(f"rolled back {n} migration(s)")
@@ -75,6 +78,15 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _ttl(value: str) -> int:
+    from waybill.auth import check_ttl
+
+    try:
+        return check_ttl(int(value))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--ttl ")) from None
+
+
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     from waybill.auth import jwt_secret, mint
 
@@ -86,13 +98,22 @@ def cmd_errors_doc(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
 
     from waybill.errors import registry_markdown
-    from waybill.settings import PROJECT_ROOT
+    from waybill.resources import require_checkout
 
     with psycopg.connect(owner_url(settings)) as conn:
         text = registry_markdown(conn)
-    path = PROJECT_ROOT / "docs" / "errors.md"
+    path = require_checkout("errors-doc") / "docs" / "errors.md"
     path.write_text(text)
     print(f"wrote {path}")
+    return 0
+
+
+def cmd_new_migration(args: argparse.Namespace, settings: Settings) -> int:
+    from waybill import migrate
+    from waybill.resources import require_checkout
+
+    for path in migrate.scaffold(args.name, require_checkout("new-migration") / "migrations"):
+        print(f"created {path}")
     return 0
 
 
@@ -129,13 +150,19 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_seed)
 
     p = sub.add_parser("token", help="mint an HS256 JWT for the HTTP API")
-    p.add_argument("--role", required=True, choices=["admin", "platform_admin", "service", "agent", "anon"])
+    p.add_argument("--role", required=True, choices=ROLES)
     p.add_argument("--sub", help="subject; for agents the delivery agent id")
-    p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    p.add_argument(
+        "--ttl", type=_ttl, default=3600, help="lifetime in seconds (default 3600, at most 86400 = 24 h)"
+    )
     p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("errors-doc", help="write docs/errors.md from the error registry")
     p.set_defaults(func=cmd_errors_doc)
+
+    p = sub.add_parser("new-migration", help="scaffold the next migration + rollback (make migration NAME=…)")
+    p.add_argument("name", help="short name: lower-case letters, digits and _")
+    p.set_defaults(func=cmd_new_migration)
 
     p = sub.add_parser("run", help="the whole stack in the foreground (make run); Ctrl-C stops it")
     p.set_defaults(func=cmd_run)
@@ -150,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     args.pytest_args = extra
     try:
         return args.func(args, get_settings())
-    except (RuntimeError, ValueError) as exc:  # ClusterError and stack start-up failures
+    # ClusterError, stack start-up failures (process.NotReady, migrate.ServerNotReady), seed's PermissionError
+    except (RuntimeError, ValueError, PermissionError) as exc:
         print(f"waybill: {exc}", file=sys.stderr)
         return 1
 

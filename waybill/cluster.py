@@ -5,8 +5,11 @@ through `Cluster`. As root the server runs as the `postgres` system user (initdb
 other user runs it as themselves.
 
 Layout of a data directory:
-    <data_dir>/cluster.json   port, superuser password, JWT secret (0600, the invoking user's)
+    <data_dir>/cluster.json   port and superuser password (0600, the invoking user's)
+    <data_dir>/jwt-secret     the HS256 secret when WAYBILL_JWT_SECRET is unset (0600; waybill/auth.py)
     <data_dir>/pgdata/        the cluster (the server user's, 0700); its socket and log/ live here
+With DATABASE_URL (an existing server) only <data_dir>/jwt-secret and, unless
+WAYBILL_AUTHENTICATOR_PASSWORD is set, <data_dir>/authenticator-password (0600; waybill/stack.py) are used.
 """
 
 from __future__ import annotations
@@ -26,9 +29,8 @@ from urllib.parse import quote
 
 import psycopg
 
-from waybill.settings import PROJECT_ROOT
+from waybill import resources
 
-CONFIG_FILE = PROJECT_ROOT / "config" / "postgresql.waybill.conf"
 SUPERUSER = "postgres"
 
 # Debian packages the cluster needs, keyed by what proves each is installed.
@@ -36,6 +38,8 @@ REQUIRED_PACKAGES = {
     "extension/pg_cron.control": "postgresql-15-cron",
     "extension/pgtap.control": "postgresql-15-pgtap",
     "bin:pg_prove": "libtap-parser-sourcehandler-pgtap-perl",
+    # make test checks every PL/pgSQL function with it (tests/test_sql_lint.py)
+    "extension/plpgsql_check.control": "postgresql-15-plpgsql-check",
 }
 
 
@@ -144,7 +148,12 @@ class ServerUser:
 class Cluster:
     """An embedded PostgreSQL cluster in `data_dir`."""
 
-    def __init__(self, data_dir: Path, db_name: str = "waybill", pg_bin: Path | None = None):
+    def __init__(
+        self, data_dir: Path, db_name: str = "waybill", pg_bin: Path | None = None, extra_conf: str = ""
+    ):
+        """`extra_conf`: postgresql.conf lines appended after the shared settings (tests use it to
+        play a server configured otherwise, e.g. without pg_cron)."""
+        self.extra_conf = extra_conf
         self.data_dir = Path(data_dir).resolve()
         self.pgdata = self.data_dir / "pgdata"
         self.state_file = self.data_dir / "cluster.json"
@@ -241,13 +250,13 @@ class Cluster:
             st["port"] = free_port()
             self._save_state(st)
         files = {
-            "waybill.conf": CONFIG_FILE.read_text(),
+            "waybill.conf": resources.server_config().read_text(),
             "local.conf": (
                 "# Written by waybill/cluster.py at each start.\n"
                 "listen_addresses = '127.0.0.1'\n"
                 f"port = {st['port']}\n"
                 f"unix_socket_directories = '{self.pgdata}'\n"
-                f"cron.database_name = '{self.db_name}'\n"
+                f"cron.database_name = '{self.db_name}'\n" + self.extra_conf
             ),
         }
         for name, text in files.items():

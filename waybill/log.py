@@ -9,11 +9,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import psycopg
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -74,28 +72,3 @@ def configure(service: str, level: str = "info") -> None:
 
 def get_logger(**context: Any) -> structlog.typing.FilteringBoundLogger:
     return structlog.get_logger(**context)
-
-
-class TimedCursor(psycopg.Cursor):
-    """A cursor that logs `db_query_slow` (warn) when a statement takes longer than the threshold.
-
-    Use with `psycopg.connect(..., cursor_factory=TimedCursor)`; the threshold is
-    WAYBILL_SLOW_QUERY_MS (500 ms, the plan's application-level slow-query warning).
-    """
-
-    slow_ms: float = 500.0
-
-    def execute(self, query, params=None, *, prepare=None, binary=None):  # type: ignore[override]
-        start = time.perf_counter()
-        try:
-            return super().execute(query, params, prepare=prepare, binary=binary)
-        finally:
-            elapsed_ms = (time.perf_counter() - start) * 1000
-            if elapsed_ms > self.slow_ms:
-                text = query if isinstance(query, str) else repr(query)
-                get_logger().warning(
-                    "db_query_slow",
-                    duration_ms=round(elapsed_ms, 3),
-                    threshold_ms=self.slow_ms,
-                    query=text[:300],
-                )

@@ -8,11 +8,10 @@ core.* functions would have written them, are SQL (see the header of seed.sql).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import psycopg
 
-SQL_FILE = Path(__file__).with_name("seed.sql")
+from waybill import resources
 
 
 def seed(url: str, *, orders: int = 2000, agents: int = 50, seed: float = 0.42, zips: int = 50) -> str:
@@ -31,7 +30,7 @@ def seed(url: str, *, orders: int = 2000, agents: int = 50, seed: float = 0.42, 
         raise ValueError(f"zips must be in [1, 90000], got {zips}")
     if not -1.0 <= seed <= 1.0:
         raise ValueError(f"seed must be in [-1, 1] (setseed), got {seed}")
-    sql = SQL_FILE.read_text()
+    sql = resources.seed_sql().read_text()
     started = time.perf_counter()
     with psycopg.connect(url) as conn:
         allowed = conn.execute(

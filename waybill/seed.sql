@@ -486,7 +486,7 @@ select nextval(pg_get_serial_sequence('core.payments', 'id')::regclass) as id, x
                o.created_at + make_interval(secs => o.t_cap),
                case when o.outcome = 'CBP' then o.created_at + make_interval(secs => o.t_cxl) end,
                case when o.outcome = 'CBP' then 'order cancelled' end,
-               case when o.t_cap is not null then (o.amount * o.fee_bps + 5000) / 10000 end
+               case when o.t_cap is not null then core.fee_for(o.amount, o.fee_bps) end  -- capture's formula
           from _seed_order o
          where o.t_pay is not null
          order by created_at, order_id) x;
@@ -549,8 +549,8 @@ select nextval(pg_get_serial_sequence('core.shipping_assignments', 'id')::regcla
          where o.t_off2 is not null
          order by offered_at, order_id, attempt) x;
 
--- One ledger transaction per capture and per completed refund. A refund's fee share is the
--- difference of floor(fee * refunded / captured) after and before it (refunds in completion order).
+-- One ledger transaction per capture and per completed refund. A refund's fee share is
+-- core.refund_fee_share, as core.complete_refund computes it (refunds in completion order).
 create temp table _seed_ledger on commit drop as
 select nextval(pg_get_serial_sequence('core.ledger_transactions', 'id')::regclass) as id, x.*
   from (select 'CAPTURE' as kind, p.currency, p.id as payment_id, null::bigint as refund_id, p.seller_id,
@@ -562,8 +562,7 @@ select nextval(pg_get_serial_sequence('core.ledger_transactions', 'id')::regclas
         select 'REFUND', r.currency, r.payment_id, r.id, r.seller_id, r.completed_at,
                r.amount, -(r.amount - r.fee_share), -r.fee_share
           from (select r.*,
-                       (r.fee_amount * (r.done + r.amount)) / r.payment_amount
-                           - (r.fee_amount * r.done) / r.payment_amount as fee_share
+                       core.refund_fee_share(r.fee_amount, r.payment_amount, r.done, r.amount) as fee_share
                   from (select r.*,
                                coalesce(sum(r.amount) over (partition by r.payment_id order by r.completed_at, r.id
                                                             rows between unbounded preceding and 1 preceding),

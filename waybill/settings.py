@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from waybill import resources
+
+# The repository root: tests and dev-only commands (errors-doc) write there. Files Waybill reads at
+# run time (migrations, sql/, config, seed) go through waybill/resources.py, never through this.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -17,10 +20,10 @@ def default_data_dir() -> Path:
 
     The server must be able to reach this folder. As root the server runs as `postgres`, which often
     cannot enter the checkout (a private home directory), so root's default is under /var/lib; any
-    other user runs the server as themselves, under their own state directory. The checkout's path is
-    hashed in so two checkouts never share a cluster.
+    other user runs the server as themselves, under their own state directory. The checkout's (or the
+    installed package's) path is hashed in so two copies never share a cluster.
     """
-    tag = hashlib.sha1(str(PROJECT_ROOT).encode()).hexdigest()[:8]
+    tag = resources.install_tag()
     if os.geteuid() == 0:
         return Path("/var/lib/waybill") / tag
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
@@ -50,7 +53,9 @@ class Settings(BaseSettings):
         description="HS256 secret (>= 32 chars); generated per data directory if unset.",
     )
     authenticator_password: str | None = Field(
-        default=None, description="Set by `waybill migrate` as authenticator's login password (PostgREST)."
+        default=None,
+        description="authenticator's login password, set on the role by `waybill migrate` and `waybill run`"
+        " (with DATABASE_URL, `waybill run` generates one into the data directory when this is unset).",
     )
     log_level: str = "info"
     slow_query_ms: float = 500.0

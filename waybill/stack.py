@@ -9,25 +9,39 @@ started — child processes first, then the cluster — and leaves no process be
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
-import httpx
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from waybill import migrate, seed
-from waybill.auth import jwt_secret, mint
+from waybill import migrate, process, seed
+from waybill.auth import DEFAULT_TTL, jwt_secret, mint
 from waybill.cluster import Cluster
-from waybill.settings import PROJECT_ROOT, Settings
+from waybill.settings import Settings
 
 DEMO_ORDERS = 2_000
 DEMO_AGENTS = 60
+
+
+def authenticator_password(settings: Settings) -> str:
+    """WAYBILL_AUTHENTICATOR_PASSWORD, or one generated once per data directory (0600 file there)."""
+    if settings.authenticator_password:
+        return settings.authenticator_password
+    path = Path(settings.data_dir) / "authenticator-password"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
 
 
 class Stack:
@@ -51,26 +65,30 @@ class Stack:
             return f"demo data present ({orders} orders): not seeded again"
         return seed.seed(url, orders=DEMO_ORDERS, agents=DEMO_AGENTS)
 
-    def authenticator_url(self, owner_url: str) -> str:
-        """How the HTTP front logs in: as authenticator, over the socket (embedded) or with its password."""
+    def authenticator_url(self, owner_url: str) -> tuple[str, dict[str, str]]:
+        """How the HTTP front logs in as authenticator: its URL and the environment it needs.
+
+        Embedded: over the socket (trust). An existing server: with a password, passed to the child
+        as PGPASSWORD (never in its argv): WAYBILL_AUTHENTICATOR_PASSWORD when set, else one generated
+        once and kept in the data directory (0600); either way set on the role at each start.
+        """
         if self.cluster is not None:
-            return self.cluster.url(user="authenticator")
-        if not self.settings.authenticator_password:
-            raise RuntimeError("with DATABASE_URL, set WAYBILL_AUTHENTICATOR_PASSWORD for the HTTP front")
-        params = conninfo_to_dict(owner_url) | {
-            "user": "authenticator",
-            "password": self.settings.authenticator_password,
-        }
-        return make_conninfo(**params)
+            return self.cluster.url(user="authenticator"), {}
+        password = authenticator_password(self.settings)
+        migrate.set_login_password(owner_url, "authenticator", password)
+        params = conninfo_to_dict(owner_url) | {"user": "authenticator"}
+        params.pop("password", None)
+        return make_conninfo(**params), {"PGPASSWORD": password}
 
     def start_http(self, owner_url: str) -> str:
         """Start PostgREST if its binary is on PATH, else gateway/; wait until it is ready."""
         s = self.settings
-        db_url = self.authenticator_url(owner_url)
+        db_url, db_env = self.authenticator_url(owner_url)
         secret = jwt_secret(s)
         if shutil.which("postgrest"):
             env = dict(
                 os.environ,
+                **db_env,
                 PGRST_DB_URI=db_url,
                 PGRST_DB_SCHEMAS="api",
                 PGRST_DB_ANON_ROLE="anon",
@@ -80,46 +98,36 @@ class Stack:
                 PGRST_ADMIN_SERVER_PORT=str(s.api_admin_port),
                 PGRST_OPENAPI_MODE="follow-privileges",
             )
-            self.children.append(subprocess.Popen(["postgrest"], env=env))
+            self.children.append(process.start(["postgrest"], env=env))
             front = "PostgREST (postgrest binary on PATH)"
         else:
             cmd = [
                 sys.executable, "-m", "gateway", "--db-url", db_url, "--jwt-secret", secret,
                 "--host", s.api_host, "--port", str(s.api_port), "--admin-port", str(s.api_admin_port),
             ]  # fmt: skip
-            self.children.append(subprocess.Popen(cmd, cwd=PROJECT_ROOT))
+            self.children.append(process.start(cmd, env=dict(os.environ, **db_env)))
             front = "gateway/ (PostgREST's contract; no postgrest binary on PATH)"
         ready = f"http://{s.api_host}:{s.api_admin_port}/ready"
-        deadline = time.monotonic() + 60
-        while True:
-            if self.children[-1].poll() is not None:
-                raise RuntimeError(f"the HTTP front exited ({self.children[-1].returncode})")
-            try:
-                if httpx.get(ready, timeout=2).status_code == 200:
-                    return front
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or self.stopping.is_set():
-                raise RuntimeError(f"the HTTP front was not ready at {ready}")
-            time.sleep(0.1)
+        process.wait_until(
+            process.http_ok(ready),
+            timeout=60,
+            what=f"the HTTP front at {ready}",
+            child=self.children[-1],
+            interval=0.1,
+            cancel=self.stopping,
+        )
+        return front
 
     def stop(self) -> None:
-        for child in self.children:
-            if child.poll() is None:
-                child.terminate()
-        for child in self.children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        process.stop_all(self.children)
         if self.cluster is not None:
             self.cluster.stop()
 
     def banner(self, url: str, seeded: str, front: str) -> str:
         s = self.settings
         api = f"http://{s.api_host}:{s.api_port}"
-        token = mint(jwt_secret(s), "admin", ttl_seconds=24 * 3600)
+        token = mint(jwt_secret(s), "admin", ttl_seconds=DEFAULT_TTL)
+        expires = time.strftime("%H:%M UTC", time.gmtime(time.time() + DEFAULT_TTL))
         lines = [
             "",
             "Waybill is running.",
@@ -131,10 +139,13 @@ class Stack:
         if self.cluster is not None:
             lines.append(f"  data dir   {self.cluster.data_dir}")
             lines.append(f"  server log {self.cluster.log_file()}")
+        elif not s.authenticator_password:
+            lines.append(f"  authenticator password in {Path(s.data_dir) / 'authenticator-password'} (0600)")
         lines += [
             f"  demo data  {seeded}",
             "",
-            "An admin token (24 h):",
+            f"An admin token, valid {DEFAULT_TTL // 3600} h (until {expires}); mint another with",
+            "  .venv/bin/waybill token --role admin",
             f"  {token}",
             "",
             "Try:",
@@ -155,6 +166,8 @@ class Stack:
         signal.signal(signal.SIGTERM, on_signal)
         try:
             url = self.owner_url()
+            if self.cluster is None:  # an existing server: say exactly what it lacks, before changing it
+                migrate.check_server(url)
             applied = migrate.apply(url)
             print(f"migrations: {applied} applied", flush=True)
             seeded = self.seed_if_empty(url)

@@ -22,9 +22,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from waybill import testing
+from waybill import process, testing
 from waybill.cluster import Cluster, free_port
-from waybill.settings import PROJECT_ROOT
 
 FIXTURES = Path(__file__).with_name("fixtures.sql")
 ERROR_KEYS = {"code", "details", "hint", "message"}
@@ -68,21 +67,11 @@ def raw_token(header: dict, payload: bytes, secret: str) -> str:
 
 
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
-
-
-def _status(url: str) -> int | None:
+    """Poll `predicate` with a deadline (waybill.process.wait_until), as an assertion for tests."""
     try:
-        return httpx.get(url, timeout=2).status_code
-    except httpx.HTTPError:
-        return None
+        return process.wait_until(predicate, timeout=timeout, interval=interval, what=what)
+    except process.NotReady as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def start_gateway(cluster: Cluster, dbname: str, log_path: Path, *, wait_ready: bool = True, **extra) -> Gw:
@@ -96,9 +85,8 @@ def start_gateway(cluster: Cluster, dbname: str, log_path: Path, *, wait_ready: 
     ]  # fmt: skip
     for k, v in extra.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
-    log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it
-    proc = subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        proc = process.start(args, output=log)
     gw = Gw(
         f"http://127.0.0.1:{port}",
         f"http://127.0.0.1:{admin_port}",
@@ -108,23 +96,21 @@ def start_gateway(cluster: Cluster, dbname: str, log_path: Path, *, wait_ready: 
         proc,
     )
     target = "/ready" if wait_ready else "/live"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gateway exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-        return _status(gw.admin_url + target) == 200
-
-    wait_until(up, timeout=30, what=f"gateway {target}")
+    try:
+        process.wait_until(
+            process.http_ok(gw.admin_url + target),
+            timeout=30,
+            what=f"gateway {target}",
+            child=proc,
+            describe_exit=lambda: log_path.read_text()[-2000:],
+        )
+    except process.ChildExited as exc:
+        raise RuntimeError(str(exc)) from None
     return gw
 
 
 def stop_gateway(gw: Gw) -> int:
-    gw.proc.terminate()
-    try:
-        return gw.proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        gw.proc.kill()
-        return gw.proc.wait()
+    return process.stop(gw.proc)
 
 
 def install_fixtures(url: str) -> None:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,10 +16,9 @@ import httpx
 import psycopg
 import pytest
 
-from waybill import testing
+from waybill import process, testing
 from waybill.auth import mint
 from waybill.cluster import Cluster, free_port
-from waybill.settings import PROJECT_ROOT
 
 
 @dataclass
@@ -42,21 +39,6 @@ class Api:
         return psycopg.connect(self.db_url, autocommit=True)
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gateway exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gateway not ready at {url}")
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="session")
 def api(cluster: Cluster) -> Iterator[Api]:
     external = os.environ.get("WAYBILL_API_URL")
@@ -68,21 +50,16 @@ def api(cluster: Cluster) -> Iterator[Api]:
     cluster.create_database(name, template=testing.TEMPLATE_DB)
     secret = secrets.token_urlsafe(40)
     port, admin_port = free_port(), free_port()
-    proc = subprocess.Popen(
+    proc = process.start(
         [sys.executable, "-m", "gateway", "--db-url", cluster.url(name, user="authenticator"),
          "--jwt-secret", secret, "--host", "127.0.0.1", "--port", str(port), "--admin-port", str(admin_port)],
-        cwd=PROJECT_ROOT,
     )  # fmt: skip
     try:
-        _wait_ready(f"http://127.0.0.1:{admin_port}/ready", proc)
+        ready = f"http://127.0.0.1:{admin_port}/ready"
+        process.wait_until(process.http_ok(ready), timeout=30, what=f"gateway {ready}", child=proc)
         yield Api(f"http://127.0.0.1:{port}", cluster.url(name), secret, f"http://127.0.0.1:{admin_port}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        process.stop(proc)
         cluster.drop_database(name)
 
 

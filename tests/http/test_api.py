@@ -135,20 +135,23 @@ def test_business_errors_have_registered_codes_and_change_nothing(api: Api, worl
         _err(svc.post("/rpc/offer_assignment", json={"order_id": order_id}), 409, "ASSIGNMENT_ALREADY_LIVE")
     with api.client("agent", world["agents"][0]) as a0, api.client("agent", world["agents"][1]) as a1:
         _ok(a0.post("/rpc/accept_assignment", json={"assignment_id": assignment_id}))
-        _err(
-            a1.post("/rpc/accept_assignment", json={"assignment_id": assignment_id}),
-            409,
-            "ASSIGNMENT_ALREADY_TAKEN",
-        )
+        # Taken by a0, a1 can no longer read it: answered exactly as an id that never existed (issue 7).
+        unknown = _err(a1.post("/rpc/accept_assignment", json={"assignment_id": 987654321}),
+                       404, "ASSIGNMENT_NOT_FOUND")  # fmt: skip
+        taken = _err(a1.post("/rpc/accept_assignment", json={"assignment_id": assignment_id}),
+                     404, "ASSIGNMENT_NOT_FOUND")  # fmt: skip
+        assert {k: str(v).replace(str(assignment_id), "N") for k, v in taken.items()} == {
+            k: str(v).replace("987654321", "N") for k, v in unknown.items()
+        }
         _err(a1.post("/rpc/advance_assignment", json={"assignment_id": assignment_id, "status": "PICKED_UP"}),
-             403, "ASSIGNMENT_NOT_YOURS")  # fmt: skip
+             404, "ASSIGNMENT_NOT_FOUND")  # fmt: skip
         _err(a0.post("/rpc/advance_assignment", json={"assignment_id": assignment_id, "status": "DELIVERED"}),
              409, "ASSIGNMENT_INVALID_TRANSITION")  # fmt: skip
     with api.client("agent", world["agents"][2]) as far:
         _err(
             far.post("/rpc/accept_assignment", json={"assignment_id": assignment_id}),
-            409,
-            "ASSIGNMENT_ALREADY_TAKEN",
+            404,
+            "ASSIGNMENT_NOT_FOUND",
         )
 
 
