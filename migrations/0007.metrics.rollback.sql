@@ -1,6 +1,10 @@
 -- Undo 0007: the metrics endpoints, the rollup triggers, schema metrics, its error codes and its
 -- pg_cron jobs. The pg_cron extension itself stays (other jobs may use it; 0007 creates it only
 -- when missing, and cannot know whether it was missing).
+-- squawk: dropping what 0007 created is the point of this file.
+-- squawk-ignore-file ban-drop-function, ban-drop-schema
+set local lock_timeout = '5s';
+set local statement_timeout = '1min';
 do $jobs$
 begin
     perform metrics.unschedule_refresh_jobs();

@@ -76,18 +76,17 @@ as $$
 declare
     v_m integer[];
     v_n bigint[];
-    v_total bigint := 0;
-    v_ranks bigint[] := '{}';
+    v_total bigint := 0::bigint;
+    v_ranks bigint[] := '{}'::bigint[];
     v_sorted bigint[];
-    v_vals float8[] := '{}';
-    v_out float8[] := '{}';
-    v_cum bigint := 0;
+    v_vals float8[] := '{}'::float8[];
+    v_out float8[] := '{}'::float8[];
+    v_cum bigint := 0::bigint;
     v_j integer := 1;
     v_pos float8;
-    i integer;
 begin
     select array_agg(b.m order by b.m), array_agg(b.n order by b.m) into v_m, v_n
-      from (select e.key::integer as m, sum(e.value::bigint) as n
+      from (select e.key::integer as m, sum(e.value::bigint)::bigint as n
               from unnest(p_hists) h, jsonb_each_text(h) e
              group by e.key::integer) b;
     if v_m is null then
@@ -106,7 +105,7 @@ begin
     for i in 1 .. array_length(v_n, 1) loop
         v_cum := v_cum + v_n[i];
         while v_j <= array_length(v_sorted, 1) and v_sorted[v_j] < v_cum loop
-            v_vals[v_j] := v_m[i];
+            v_vals[v_j] := v_m[i]::float8;
             v_j := v_j + 1;
         end loop;
     end loop;

@@ -454,14 +454,14 @@ begin
 
     if v_agent is null and v_zip is null then
         v_as_of := metrics.as_of('sla_summary');
-        select s.delivered, s.on_time, s.delivery_us, s.minutes_p into v_delivered, v_on_time, v_us, v_p
+        select s.delivered::bigint, s.on_time::bigint, s.delivery_us, s.minutes_p into v_delivered, v_on_time, v_us, v_p
           from metrics.sla_summary s where s.grain = 'window' and s.d_from = v_from and s.d_to = v_to;
         v_method := case when found then 'exact' else 'minute_histogram' end;
         select coalesce(sum(s.open), 0), coalesce(sum(s.open_past_due), 0) into v_open, v_past_due
           from metrics.sla_summary s where s.grain = 'open';
         if v_method = 'minute_histogram' then
             select coalesce(sum(s.delivered), 0) as delivered, coalesce(sum(s.on_time), 0) as on_time,
-                   coalesce(sum(s.delivery_us), 0) as delivery_us,
+                   coalesce(sum(s.delivery_us), 0)::bigint as delivery_us,
                    metrics.hist_percentiles(array_agg(s.delivery_hist), array[0.5, 0.9, 0.99]) 
               into v_delivered, v_on_time, v_us, v_p
               from metrics.sla_summary s where s.grain = 'day' and s.d_from >= v_from and s.d_from < v_to;
@@ -474,7 +474,7 @@ begin
         v_as_of := metrics.as_of('sla_summary');  -- open / past due come from the view
         v_method := 'minute_histogram';
         select coalesce(sum(z.delivered), 0) as delivered, coalesce(sum(z.on_time), 0) as on_time,
-               coalesce(sum(z.delivery_us), 0) as delivery_us,
+               coalesce(sum(z.delivery_us), 0)::bigint as delivery_us,
                metrics.hist_percentiles(array_agg(z.delivery_hist), array[0.5, 0.9, 0.99]) 
           into v_delivered, v_on_time, v_us, v_p
           from metrics.zip_daily z where z.zip_code = v_zip and z.day >= v_from and z.day < v_to;
@@ -490,7 +490,7 @@ begin
         v_as_of := v_now;
         v_method := 'minute_histogram';
         select coalesce(sum(a.delivered), 0) as delivered, coalesce(sum(a.on_time), 0) as on_time,
-               coalesce(sum(a.delivery_us), 0) as delivery_us,
+               coalesce(sum(a.delivery_us), 0)::bigint as delivery_us,
                metrics.hist_percentiles(array_agg(a.delivery_hist), array[0.5, 0.9, 0.99]) 
           into v_delivered, v_on_time, v_us, v_p
           from metrics.agent_daily a where a.agent_id = v_agent and a.day >= v_from and a.day < v_to;
@@ -611,7 +611,8 @@ as $$
 -- pg_cron lives in this database).
 declare
     v_jobs json;
-    v_cron boolean := to_regclass('cron.job') is not null;
+    v_cron boolean := exists (select 1 from pg_catalog.pg_extension e where e.extname = 'pg_cron')
+                      and pg_catalog.has_schema_privilege('cron', 'USAGE');
 begin
     if v_cron then
         execute $q$
@@ -628,8 +629,7 @@ begin
     end if;
     return json_build_object(
         'asOf', now(),
-        'cron', json_build_object('installed', v_cron, 'database', current_setting('cron.database_name', true),
-                                  'jobs', v_jobs),
+        'cron', json_build_object('installed', v_cron, 'jobs', v_jobs),
         'views', (select json_agg(json_build_object(
                       'view', v.name, 'ttlMinutes', v.ttl_minutes, 'cronJob', v.cron_job,
                       'asOf', l.as_of, 'ageSeconds', round(extract(epoch from now() - l.as_of)::numeric, 1),
