@@ -21,3 +21,8 @@ drop trigger if exists _500_metrics_rollup_offer on core.shipping_assignments;
 drop trigger if exists _500_metrics_rollup_transition on core.shipping_assignments;
 drop schema metrics cascade;
 delete from ops.error_codes where code like 'METRICS\_%';
+do $temp$
+begin
+    execute format('revoke temporary on database %I from waybill_owner', current_database());
+end
+$temp$;

@@ -452,6 +452,14 @@ comment on function metrics.rebuild_rollups() is
 -- Standard windows: the last 7, 30 and 90 UTC days including today, [today - (n - 1), today + 1).
 -- =================================================================================================
 
+-- REFRESH MATERIALIZED VIEW CONCURRENTLY builds its diff in a temporary table as the view's owner:
+-- waybill_owner (sql/020_ops_ownership.sql) needs TEMPORARY on this database, which PUBLIC lost.
+do $temp$
+begin
+    execute format('grant temporary on database %I to waybill_owner', current_database());
+end
+$temp$;
+
 create table metrics.views (
     name         text not null,
     matview      text not null,
