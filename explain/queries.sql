@@ -193,3 +193,57 @@ select e.id, e.event_type, e.aggregate_id, e.occurred_at
  where e.event_type = $1 and e.occurred_at >= $2
  order by e.occurred_at desc
  limit 50;
+
+-- ---- metrics (issue 11): the statements the five endpoints run ------------------------------------
+
+-- name: metrics_agent_days
+-- serves: agent_metrics and sla_summary?agent_id: one agent's rollup rows of a period (O(days))
+-- expect: agent_daily_pkey
+-- params: select p.agent_id, metrics.utc_day(p.t_to) - 30, metrics.utc_day(p.t_to) + 1 from explain_params p where p.k = 'busiest_agent'
+select a.day, a.accepted, a.delivered, a.on_time, a.failed, a.cancelled, a.delivery_us, a.delivery_hist
+  from metrics.agent_daily a
+ where a.agent_id = $1 and a.day >= $2 and a.day < $3;
+
+-- name: metrics_zip_days
+-- serves: sla_summary?zip_code: one zip code's rollup rows of a period
+-- expect: zip_daily_pkey
+-- params: select (select z.zip_code from metrics.zip_daily z group by 1 order by sum(z.delivered) desc limit 1), metrics.utc_day(p.t_to) - 30, metrics.utc_day(p.t_to) + 1 from explain_params p where p.k = 'last_week'
+select z.day, z.delivered, z.on_time, z.delivery_us, z.delivery_hist
+  from metrics.zip_daily z
+ where z.zip_code = $1 and z.day >= $2 and z.day < $3;
+
+-- name: metrics_agents_live_period
+-- serves: agent_leaderboard over a non-standard period: every agent's rows of the period, summed
+-- expect: agent_daily_day_idx
+-- params: select metrics.utc_day(p.t_to) - 7, metrics.utc_day(p.t_to) - 6 from explain_params p where p.k = 'last_week'
+select a.agent_id, sum(a.delivered), sum(a.on_time), sum(a.failed), sum(a.delivery_us)
+  from metrics.agent_daily a
+ where a.day >= $1 and a.day < $2
+ group by a.agent_id;
+
+-- name: metrics_coverage_window
+-- serves: the geographic_coverage view's refresh: every zip code's rows of the 30-day window
+-- expect: zip_daily_day_idx
+-- params: select metrics.utc_day(p.t_to) - 7, metrics.utc_day(p.t_to) - 6 from explain_params p where p.k = 'last_week'
+select z.zip_code, sum(z.delivered), sum(z.on_time)
+  from metrics.zip_daily z
+ where z.day >= $1 and z.day < $2
+ group by z.zip_code;
+
+-- name: metrics_activity_keyset
+-- serves: agent_activity?before=<cursor>: the next page of an agent's history after a cursor
+-- expect: assignment_status_history_agent_id_created_at_idx
+-- params: select p.agent_id, p.t_to - interval '30 days', 2147483647 from explain_params p where p.k = 'busiest_agent'
+select h.id, h.assignment_id, h.order_id, h.from_status, h.to_status, h.created_at
+  from core.assignment_status_history h
+ where h.agent_id = $1 and (h.created_at, h.id) < ($2, $3)
+ order by h.created_at desc, h.id desc
+ limit 20;
+
+-- name: metrics_agent_open_past_due
+-- serves: agent_metrics and sla_summary?agent_id: the agent's open assignments past their SLA
+-- expect: shipping_assignments_agent_id_status_created_at_idx
+-- params: select p.agent_id, p.t_to from explain_params p where p.k = 'busiest_agent'
+select count(*)
+  from core.shipping_assignments a
+ where a.agent_id = $1 and a.status in ('ACCEPTED', 'PICKED_UP', 'IN_TRANSIT') and a.sla_due_at < $2;

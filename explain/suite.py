@@ -102,6 +102,7 @@ def load_queries(path: Path = QUERIES) -> list[Query]:
 
 
 INDEX_TABLE: dict[str, str] = {}  # index name -> table name, filled from the catalog
+INDEX_SCHEMA: dict[str, str] = {}  # index name -> its schema (core, or metrics for the rollups and views)
 
 
 # -- plans -----------------------------------------------------------------------------------------
@@ -163,17 +164,12 @@ def median_ms(cur: ClientCursor, stmt: str, args: tuple, runs: int) -> float:
 
 def drop_statement(cur: ClientCursor, index: str) -> str:
     """DROP for an index (of core or webhooks), or for the constraint it backs."""
-    oid = cur.execute(
-        "select coalesce(to_regclass('core.' || %s), to_regclass('webhooks.' || %s))::oid", [index, index]
-    ).fetchone()[0]
     row = cur.execute(
         """select format('alter table %%s drop constraint %%I', k.conrelid::regclass, k.conname)
-             from pg_constraint k where k.conindid = %s""",
-        [oid],
+             from pg_constraint k where k.conindid = to_regclass(%s)""",
+        [INDEX_SCHEMA.get(index, "core") + "." + index],
     ).fetchone()
-    return (
-        row[0] if row else cur.execute("select format('drop index %%s', %s::regclass)", [oid]).fetchone()[0]
-    )
+    return row[0] if row else f"drop index {INDEX_SCHEMA.get(index, 'core')}.{index}"
 
 
 class Caller:
@@ -312,11 +308,15 @@ def seed(url: str, orders: int, agents: int, seed_value: float) -> str:
 
 
 def table_sizes(cur: ClientCursor) -> dict[str, int]:
-    tables = cur.execute(
-        "select c.relname, n.nspname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
-        " where n.nspname in ('core', 'webhooks') and c.relkind = 'r'"
-    ).fetchall()
-    return {t: cur.execute(f"select count(*) from {ns}.{t}").fetchone()[0] for t, ns in sorted(tables)}
+    tables = [
+        r[0]
+        for r in cur.execute(
+            "select c.relnamespace::regnamespace || '.' || c.relname from pg_class c"
+            " where c.relnamespace in ('core'::regnamespace, 'metrics'::regnamespace, 'webhooks'::regnamespace) and c.relkind in ('r', 'm')"
+        ).fetchall()
+    ]
+    # keyed by bare name, as EXPLAIN names relations (no table name is in both schemas)
+    return {t.split(".")[1]: cur.execute(f"select count(*) from {t}").fetchone()[0] for t in sorted(tables)}
 
 
 WEBHOOK_OUTBOX_SQL = """
@@ -446,12 +446,13 @@ def run_suite(url: str, args: argparse.Namespace) -> int:
         t_vacuum = time.perf_counter()
         sizes = table_sizes(cur)
         print("rows: " + ", ".join(f"{t} {n:,}" for t, n in sizes.items() if n), flush=True)
-        INDEX_TABLE.update(
-            cur.execute(
-                "select c.relname, t.relname from pg_index i join pg_class c on c.oid = i.indexrelid "
-                "join pg_class t on t.oid = i.indrelid where t.relnamespace in ('core'::regnamespace, 'webhooks'::regnamespace)"
-            ).fetchall()
-        )
+        for index, tbl, schema in cur.execute(
+            "select c.relname, t.relname, t.relnamespace::regnamespace::text from pg_index i"
+            " join pg_class c on c.oid = i.indexrelid join pg_class t on t.oid = i.indrelid"
+            " where t.relnamespace in ('core'::regnamespace, 'metrics'::regnamespace, 'webhooks'::regnamespace)"
+        ).fetchall():
+            INDEX_TABLE[index] = tbl
+            INDEX_SCHEMA[index] = schema
         cur.execute(PARAMS_SQL)
         results = []
         for q in load_queries():

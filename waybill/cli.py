@@ -73,7 +73,7 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     from waybill import seed
 
     url = owner_url(settings)
-    report = seed.seed(url, orders=args.orders, agents=args.agents, seed=args.seed)
+    report = seed.seed(url, orders=args.orders, agents=args.agents, seed=args.seed, zips=args.zips)
     print(report)
     return 0
 
@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("seed", help="load realistic demo data (set-based SQL)")
     p.add_argument("--orders", type=int, default=2000)
     p.add_argument("--agents", type=int, default=50)
+    p.add_argument("--zips", type=int, default=50, help="zip codes (fewer if too few active agents)")
     p.add_argument("--seed", type=float, default=0.42, help="random seed in [-1, 1]")
     p.set_defaults(func=cmd_seed)
 

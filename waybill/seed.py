@@ -14,8 +14,10 @@ import psycopg
 from waybill import resources
 
 
-def seed(url: str, *, orders: int = 2000, agents: int = 50, seed: float = 0.42) -> str:
-    """Seed `orders` orders and `agents` delivery agents (setseed(`seed`)); return a short report.
+def seed(url: str, *, orders: int = 2000, agents: int = 50, seed: float = 0.42, zips: int = 50) -> str:
+    """Seed `orders` orders, `agents` delivery agents and up to `zips` zip codes (setseed(`seed`));
+    return a short report. The metrics rollups are rebuilt once at the end (seeded rows skip the
+    triggers that keep them) and the metrics views refreshed.
 
     Everything happens in one transaction: on any error nothing is left behind. Needs a superuser
     (or SET on session_replication_role): rows are bulk-inserted with per-row triggers off.
@@ -24,6 +26,8 @@ def seed(url: str, *, orders: int = 2000, agents: int = 50, seed: float = 0.42) 
         raise ValueError(f"orders must be >= 0, got {orders}")
     if agents < 1:
         raise ValueError(f"agents must be >= 1, got {agents}")
+    if not 1 <= zips <= 90_000:
+        raise ValueError(f"zips must be in [1, 90000], got {zips}")
     if not -1.0 <= seed <= 1.0:
         raise ValueError(f"seed must be in [-1, 1] (setseed), got {seed}")
     sql = resources.seed_sql().read_text()
@@ -39,8 +43,9 @@ def seed(url: str, *, orders: int = 2000, agents: int = 50, seed: float = 0.42) 
         conn.execute(
             "select set_config('waybill.seed_orders', %s, true),"
             " set_config('waybill.seed_agents', %s, true),"
-            " set_config('waybill.seed_random', %s, true)",
-            [str(orders), str(agents), repr(float(seed))],
+            " set_config('waybill.seed_random', %s, true),"
+            " set_config('waybill.seed_zips', %s, true)",
+            [str(orders), str(agents), repr(float(seed)), str(zips)],
         )
         events_before = _outbox_events(conn)
         conn.execute(sql)  # no parameters: sent as one multi-statement query

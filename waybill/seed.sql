@@ -4,6 +4,7 @@
 -- Parameters, set by waybill/seed.py with set_config(..., true) just before this file runs:
 --   waybill.seed_orders   N orders            waybill.seed_agents   M delivery agents
 --   waybill.seed_random   the setseed() value in [-1, 1]: the same value gives the same data
+--   waybill.seed_zips     Z zip codes (default 50; fewer when too few active agents to cover them)
 --
 -- How it is built
 --   * Every random draw is taken once, in one pass over generate_series, into a temp table
@@ -30,12 +31,13 @@ select setseed(current_setting('waybill.seed_random')::float8);
 
 -- ---- parameters and vocabularies -------------------------------------------------------------------
 create temp table _seed_param on commit drop as
-select s.n_orders, s.n_agents,
+select s.n_orders, s.n_agents, s.n_zips_wanted,
        greatest(1, s.n_orders / 5) as n_customers,
        greatest(5, s.n_orders / 100) as n_sellers,
        now() as t_now
   from (select current_setting('waybill.seed_orders')::int as n_orders,
-               current_setting('waybill.seed_agents')::int as n_agents) s;
+               current_setting('waybill.seed_agents')::int as n_agents,
+               coalesce(nullif(current_setting('waybill.seed_zips', true), ''), '50')::int as n_zips_wanted) s;
 
 create temp table _seed_words on commit drop as
 select array['Anna', 'Ben', 'Clara', 'David', 'Elena', 'Felix', 'Greta', 'Hugo', 'Ines', 'Jonas',
@@ -85,11 +87,16 @@ select g as idx, random() as u_status, random() as u_size, random() as u_first, 
 
 create temp table _seed_zip_r on commit drop as
 select g as zidx, random() as u_code, random() as u_rank
-  from generate_series(1, 50) g;
+  from _seed_param p, generate_series(1, p.n_zips_wanted) g;
 
--- one draw per (agent, zip code) pair: the weighted race that picks an agent's extra zip codes
+-- one draw per (agent, candidate zip code): the weighted race that picks an agent's extra zip codes.
+-- Up to 50 zip codes every agent races for all of them; beyond, for 50 candidates spread over all
+-- zip codes (g * 7919 mod n: 7919 is prime, so an agent's 50 consecutive g give 50 distinct zips).
 create temp table _seed_agent_zip_r on commit drop as
-select (g - 1) / 50 + 1 as idx, (g - 1) % 50 + 1 as zidx, random() as u
+select (g - 1) / 50 + 1 as idx,
+       case when p.n_zips_wanted <= 50 then (g - 1) % 50 + 1
+            else ((g - 1)::bigint * 7919 % p.n_zips_wanted)::int + 1 end as zidx,
+       random() as u
   from _seed_param p, generate_series(1, p.n_agents * 50) g;
 
 create temp table _seed_seller_r on commit drop as
@@ -132,17 +139,19 @@ select a.*,
 
 -- ~50 zip codes (fewer when there are too few active agents to cover 50 with at most 5 each)
 create temp table _seed_dim on commit drop as
-select n_active, least(50, 5 * n_active) as n_zips
-  from (select count(*)::int as n_active from _seed_agent0 where status = 'ACTIVE') a;
+select n_active, least(p.n_zips_wanted, 5 * n_active) as n_zips
+  from (select count(*)::int as n_active from _seed_agent0 where status = 'ACTIVE') a, _seed_param p;
 
 -- Zip codes: one per 1,800-wide block (so they are distinct), popularity Zipf-like over a random rank
 -- (the busiest gets ~15 % of the orders, the quietest ~0.6 %).
 create temp table _seed_zip on commit drop as
 with z as (
     select r.zidx,
-           lpad((10000 + (r.zidx - 1) * 1800 + floor(r.u_code * 1800))::int::text, 5, '0') as zip,
+           -- one block of 90,000 / n zip codes each (1,800 wide for the default 50)
+           lpad((10000 + (r.zidx - 1) * (90000 / p.n_zips_wanted)
+                 + floor(r.u_code * (90000 / p.n_zips_wanted)))::int::text, 5, '0') as zip,
            row_number() over (order by r.u_rank, r.zidx) as pop_rank
-      from _seed_zip_r r, _seed_dim d
+      from _seed_zip_r r, _seed_dim d, _seed_param p
      where r.zidx <= d.n_zips
 ), w as (
     select z.*, 1.0::float8 / z.pop_rank::float8 ^ 0.8 as weight from z
@@ -729,6 +738,11 @@ begin
     end loop;
 end
 $check$;
+
+-- ---- metrics: the rows above skipped the rollup triggers: ONE rebuild from the raw rows, then the
+-- views (their pg_cron jobs would otherwise show nothing for up to 30 minutes) --------------------
+select metrics.rebuild_rollups();
+select count(*) from metrics.refresh(null, 'seed');
 
 -- ---- the report (read by waybill/seed.py before COMMIT) ------------------------------------------
 create temp table _seed_report on commit drop as

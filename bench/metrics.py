@@ -1,0 +1,392 @@
+"""`python -m bench.metrics`: the metrics endpoints at scale (issue 11 §6), over HTTP through gateway/.
+
+1. Seeds a throw-away cluster (or --data-dir, kept) with `waybill seed` (default 1,050,000 orders ≈
+   1,000,000 assignments, 10,000 agents, 2,000 zip codes), VACUUM (ANALYZE).
+2. Times each materialized view's refresh (REFRESH … CONCURRENTLY through metrics.refresh, median of
+   --refresh-runs) and the rollup rebuild.
+3. Starts gateway/ (secret passed by environment, never argv) and measures each endpoint:
+   latency P50/P95/P99 at 1 client (--requests sequential requests, after a warm-up), and requests/s
+   at --clients concurrent clients (keep-alive, asyncio) for --seconds, interleaved with
+   GET /rpc/health_db so that the ratio endpoint ÷ health_db is taken under the same load.
+4. The rollup triggers' extra backend CPU per transition: --transitions accept/pick-up/transit/deliver
+   steps on one connection with the _500_metrics_rollup* triggers enabled and disabled, alternating
+   batches, CPU of the server backend from /proc.
+
+Prints a table and writes JSON to bench/results/metrics-<time>.json. Never gates anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from bench.http import RawHttp
+
+HOST = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TRIGGERS = ("_500_metrics_rollup_offer", "_500_metrics_rollup_transition")
+
+
+def log(msg: str) -> None:
+    print(f"[{dt.datetime.now():%H:%M:%S}] {msg}", flush=True)
+
+
+# -- the database ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def cluster_for(args: argparse.Namespace) -> Iterator:
+    from waybill import testing
+    from waybill.cluster import Cluster
+
+    if args.data_dir:
+        c = Cluster(Path(args.data_dir))
+        c.start()
+        try:
+            yield c
+        finally:
+            c.stop()
+        return
+    with testing.test_cluster() as c:
+        yield c
+
+
+def prepare(cluster, args: argparse.Namespace) -> str:
+    from waybill import migrate, seed
+
+    db = "waybill_bench_metrics"
+    cluster.create_database(db)
+    url = cluster.url(db)
+    migrate.apply(url)
+    if not args.no_seed:
+        log(f"seeding {args.orders:,} orders, {args.agents:,} agents, {args.zips:,} zip codes ...")
+        t0 = time.perf_counter()
+        print(seed.seed(url, orders=args.orders, agents=args.agents, zips=args.zips), flush=True)
+        log(f"seeded in {time.perf_counter() - t0:.0f} s; vacuum (analyze) ...")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("vacuum (analyze)")
+    return db
+
+
+def sizes(url: str) -> dict:
+    with psycopg.connect(url) as conn:
+        q = {
+            "assignments": "select count(*) from core.shipping_assignments",
+            "agents": "select count(*) from core.delivery_agents",
+            "zip_codes": "select count(distinct zip_code) from core.shipping_assignments",
+            "agent_daily_rows": "select count(*) from metrics.agent_daily",
+            "zip_daily_rows": "select count(*) from metrics.zip_daily",
+            "leaderboard_rows": "select count(*) from metrics.leaderboard",
+        }
+        return {k: conn.execute(v).fetchone()[0] for k, v in q.items()}
+
+
+def refresh_times(url: str, runs: int) -> dict:
+    out = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for view in ("leaderboard", "sla_summary", "geographic_coverage"):
+            ms = [
+                float(
+                    conn.execute("select duration_ms from metrics.refresh(%s, 'bench')", [view]).fetchone()[0]
+                )
+                for _ in range(runs)
+            ]
+            out[view] = {"median_ms": statistics.median(ms), "runs_ms": ms}
+            log(f"refresh {view}: median {statistics.median(ms):.0f} ms over {runs}")
+        t0 = time.perf_counter()
+        conn.execute("select metrics.rebuild_rollups()")
+        out["rebuild_rollups"] = {"ms": (time.perf_counter() - t0) * 1000}
+        log(f"rebuild_rollups: {out['rebuild_rollups']['ms']:.0f} ms")
+        conn.execute("select metrics.refresh()")
+        conn.execute("vacuum (analyze) metrics.agent_daily, metrics.zip_daily")
+    return out
+
+
+def targets(url: str) -> dict[str, tuple[str, str]]:
+    """endpoint name -> (path?query, role) with realistic arguments from the data."""
+    with psycopg.connect(url) as conn:
+        busy = conn.execute(
+            "select agent_id from metrics.leaderboard where window_days = 30 order by delivered desc limit 1"
+        ).fetchone()[0]
+        zip_code = conn.execute(
+            "select zip_code from metrics.geographic_coverage order by demand desc limit 1"
+        ).fetchone()[0]
+        # a cursor deep in the busiest agent's history: page ~10 by keyset
+        cursor = conn.execute(
+            "select (extract(epoch from created_at) * 1000000)::bigint || ':' || id"
+            " from core.assignment_status_history where agent_id = %s"
+            " order by created_at desc, id desc offset 200 limit 1",
+            [busy],
+        ).fetchone()
+        today = conn.execute("select metrics.utc_day(now())").fetchone()[0]
+    frm, to = today - dt.timedelta(days=13), today - dt.timedelta(days=6)  # a non-standard week
+    return {
+        "health_db": ("/rpc/health_db", None),
+        "agent_metrics": (f"/rpc/agent_metrics?agent_id={busy}", "admin"),
+        "agent_leaderboard": ("/rpc/agent_leaderboard?sort_by=on_time_rate&page=3", "admin"),
+        "agent_leaderboard_zip": (f"/rpc/agent_leaderboard?zip_code={zip_code}", "admin"),
+        "agent_leaderboard_week": (f"/rpc/agent_leaderboard?from={frm}&to={to}", "admin"),
+        "geographic_coverage": ("/rpc/geographic_coverage?page=2", "admin"),
+        "sla_summary": ("/rpc/sla_summary", "admin"),
+        "sla_summary_week": (f"/rpc/sla_summary?from={frm}&to={to}", "admin"),
+        "sla_summary_zip": (f"/rpc/sla_summary?zip_code={zip_code}", "admin"),
+        "agent_activity": (
+            f"/rpc/agent_activity?agent_id={busy}" + (f"&before={cursor[0]}" if cursor else ""),
+            "admin",
+        ),
+    }
+
+
+# -- HTTP -----------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def gateway(auth_url: str, secret: str) -> Iterator[int]:
+    from waybill.cluster import free_port
+
+    port, admin = free_port(), free_port()
+    # The URL and the secret by environment, never argv (gateway/__main__.py refuses them there).
+    env = dict(os.environ, PGRST_DB_URI=auth_url, PGRST_JWT_SECRET=secret)
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "--host", HOST, "--port", str(port),
+             "--admin-port", str(admin), "--pool-size", "16", "--log-level", "warning"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"http://{HOST}:{admin}/ready", timeout=2).status_code == 200:
+                        break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    out.seek(0)
+                    raise RuntimeError(f"gateway did not start: {out.read()[-2000:]!r}")
+                time.sleep(0.05)
+            yield port
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def header_block(port: int, token: str | None) -> bytes:
+    lines = [f"Host: {HOST}:{port}", "User-Agent: waybill-bench", "Accept: application/json"]
+    if token:
+        lines.append(f"Authorization: Bearer {token}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def latencies(port: int, blocks: dict, target: str, role: str | None, n: int) -> list[float]:
+    http = RawHttp(port, blocks[role])
+    await http.open()
+    try:
+        for _ in range(max(5, n // 10)):  # warm-up: connection, pool, plans
+            status, body = await http.get(target)
+            assert status == 200, (target, status, body[:300])
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            status, _ = await http.get(target)
+            out.append((time.perf_counter() - t0) * 1000)
+            assert status == 200
+        return out
+    finally:
+        await http.close()
+
+
+async def throughput(
+    port: int, blocks: dict, target: str, role: str | None, clients: int, seconds: float
+) -> float:
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def one() -> None:
+        nonlocal done
+        http = RawHttp(port, blocks[role])
+        await http.open()
+        try:
+            while time.perf_counter() < stop:
+                status, _ = await http.get(target)
+                assert status == 200
+                done += 1
+        finally:
+            await http.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(clients)))
+    return done / (time.perf_counter() - t0)
+
+
+def pctl(values: list[float], p: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(p * (len(v) - 1))))]
+
+
+def http_bench(cluster, db: str, args: argparse.Namespace) -> dict:
+    from waybill.auth import mint
+
+    secret = secrets.token_urlsafe(40)
+    plan = targets(cluster.url(db))
+    results: dict = {}
+    with gateway(cluster.url(db, user="authenticator"), secret) as port:
+        blocks = {
+            None: header_block(port, None),
+            "admin": header_block(port, mint(secret, "admin", None, 24 * 3600)),
+        }
+        for name, (target, role) in plan.items():
+            ms = asyncio.run(latencies(port, blocks, target, role, args.requests))
+            results[name] = {"target": target, "p50_ms": pctl(ms, 0.5), "p95_ms": pctl(ms, 0.95),
+                             "p99_ms": pctl(ms, 0.99), "mean_ms": statistics.fmean(ms)}  # fmt: skip
+            log(f"{name:<24} 1 client: p50 {results[name]['p50_ms']:.2f}  p95 {results[name]['p95_ms']:.2f}"
+                f"  p99 {results[name]['p99_ms']:.2f} ms")  # fmt: skip
+        for rnd in range(args.rounds):
+            for name, (target, role) in plan.items():
+                rps = asyncio.run(throughput(port, blocks, target, role, args.clients, args.seconds))
+                results[name].setdefault("rps_runs", []).append(rps)
+            log(f"throughput round {rnd + 1}/{args.rounds} done")
+    base = statistics.median(results["health_db"]["rps_runs"])
+    for r in results.values():
+        r["rps"] = statistics.median(r["rps_runs"])
+        r["ratio_to_health_db"] = r["rps"] / base
+    return results
+
+
+# -- trigger CPU ------------------------------------------------------------------------------------
+def backend_cpu_s(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def trigger_cpu(url: str, transitions: int, batches: int) -> dict:
+    """CPU of the backend per transition (accept, pick up, in transit, deliver) with and without
+    the rollup triggers, alternating batches so both see the same background load."""
+    per_batch = max(4, transitions // (2 * batches) // 4 * 4)
+    out: dict = {"with": [], "without": []}
+    with psycopg.connect(url, autocommit=True) as conn:
+        pid = conn.info.backend_pid
+        zip_agent = conn.execute(
+            "select d.id, d.serviceable_zip_codes[1] from core.delivery_agents d where d.status = 'ACTIVE' order by d.id limit 1"
+        ).fetchone()
+        agent, zip_code = zip_agent
+        customer = conn.execute("select id from core.customers order by id limit 1").fetchone()[0]
+        seller = conn.execute("select id from core.sellers order by id limit 1").fetchone()[0]
+
+        def offers(n: int) -> list[int]:
+            ids = []
+            for _ in range(n):
+                o = conn.execute(
+                    "select id from core.create_order(%s, %s, %s, 1000, 'EUR')", [customer, seller, zip_code]
+                ).fetchone()[0]
+                p = conn.execute("select id from core.payments where order_id = %s", [o]).fetchone()[0]
+                conn.execute("select core.capture_payment(%s, %s)", [p, f"bench_{o}"])
+                conn.execute("select core.confirm_order(%s)", [o])
+                ids.append(conn.execute("select id from core.offer_assignment(%s)", [o]).fetchone()[0])
+            return ids
+
+        for b in range(2 * batches):
+            mode = "with" if b % 2 == 0 else "without"
+            todo = offers(per_batch // 4)
+            conn.execute(
+                ";".join(
+                    f"alter table core.shipping_assignments {'enable' if mode == 'with' else 'disable'}"
+                    f" trigger {t}"
+                    for t in TRIGGERS
+                )  # fmt: skip
+            )
+            c0, t0 = backend_cpu_s(pid), time.perf_counter()
+            for a in todo:
+                conn.execute("select core.accept_assignment(%s, %s)", [a, agent])
+                for s in ("PICKED_UP", "IN_TRANSIT", "DELIVERED"):
+                    conn.execute("select core.advance_assignment(%s, %s, %s)", [a, s, agent])
+            cpu, wall = backend_cpu_s(pid) - c0, time.perf_counter() - t0
+            out[mode].append({"transitions": 4 * len(todo), "cpu_us": cpu / (4 * len(todo)) * 1e6,
+                              "wall_us": wall / (4 * len(todo)) * 1e6})  # fmt: skip
+        conn.execute(";".join(f"alter table core.shipping_assignments enable trigger {t}" for t in TRIGGERS))
+    w = statistics.median(x["cpu_us"] for x in out["with"])
+    wo = statistics.median(x["cpu_us"] for x in out["without"])
+    out["summary"] = {"cpu_us_with": w, "cpu_us_without": wo, "extra_pct": (w - wo) / wo * 100 if wo else None,
+                      "wall_us_with": statistics.median(x["wall_us"] for x in out["with"]),
+                      "wall_us_without": statistics.median(x["wall_us"] for x in out["without"])}  # fmt: skip
+    extra = out["summary"]["extra_pct"]
+    log(f"rollup triggers: backend CPU per transition {w:.0f} µs with, {wo:.0f} µs without "
+        f"({'n/a' if extra is None else f'{extra:+.1f} %'})")  # fmt: skip
+    return out
+
+
+# -- output ---------------------------------------------------------------------------------------
+def markdown(res: dict) -> str:
+    lines = [
+        f"Data: {res['sizes']['assignments']:,} assignments, {res['sizes']['agents']:,} agents, "
+        f"{res['sizes']['zip_codes']:,} zip codes; rollups {res['sizes']['agent_daily_rows']:,} agent-days, "
+        f"{res['sizes']['zip_daily_rows']:,} zip-days.",
+        "",
+        f"| endpoint (GET, admin) | P50 ms | P95 ms | P99 ms | req/s at {res['args']['clients']} clients | ÷ health_db |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    for r in res["http"].values():
+        lines.append(f"| `{r['target']}` | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
+                     f"{r['rps']:,.0f} | {r['ratio_to_health_db']:.2f} |")  # fmt: skip
+    lines += ["", "| refresh | median ms |", "|---|--:|"]
+    for view in ("leaderboard", "sla_summary", "geographic_coverage"):
+        lines.append(f"| `metrics.{view}` | {res['refresh'][view]['median_ms']:,.0f} |")
+    lines.append(f"| `metrics.rebuild_rollups()` | {res['refresh']['rebuild_rollups']['ms']:,.0f} |")
+    s = res["triggers"]["summary"]
+    extra = "n/a" if s["extra_pct"] is None else f"{s['extra_pct']:+.1f} %"
+    lines += ["", f"Rollup triggers: backend CPU per transition {s['cpu_us_with']:.0f} µs with, "
+              f"{s['cpu_us_without']:.0f} µs without: {extra}."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--orders", type=int, default=1_050_000)
+    p.add_argument("--agents", type=int, default=10_000)
+    p.add_argument("--zips", type=int, default=2_000)
+    p.add_argument("--data-dir", help="keep the cluster here (and reuse it with --no-seed)")
+    p.add_argument("--no-seed", action="store_true")
+    p.add_argument("--requests", type=int, default=300, help="sequential requests per endpoint at 1 client")
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=3.0, help="per endpoint and round at --clients")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--refresh-runs", type=int, default=3)
+    p.add_argument("--transitions", type=int, default=8000)
+    p.add_argument("--batches", type=int, default=8)
+    args = p.parse_args(argv)
+    started = dt.datetime.now(dt.UTC)
+    with cluster_for(args) as cluster:
+        db = prepare(cluster, args)
+        url = cluster.url(db)
+        res = {"started": started.isoformat(), "args": vars(args), "sizes": sizes(url)}
+        log(f"sizes: {res['sizes']}")
+        res["refresh"] = refresh_times(url, args.refresh_runs)
+        res["http"] = http_bench(cluster, db, args)
+        res["triggers"] = trigger_cpu(url, args.transitions, args.batches)
+    text = markdown(res)
+    print("\n" + text)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"metrics-{started:%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(res, indent=2, default=str))
+    log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

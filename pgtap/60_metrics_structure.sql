@@ -1,0 +1,84 @@
+-- Metrics (issue 11): structure, privileges, row-level security, the trigger's counting and the
+-- registered errors of the endpoints, codes not messages.
+begin;
+select plan(33);
+
+-- Structure
+select has_table('metrics', 'agent_daily', 'per-agent-per-day rollup');
+select has_table('metrics', 'zip_daily', 'per-zip-per-day rollup');
+select has_materialized_view('metrics', 'leaderboard', 'leaderboard view');
+select has_materialized_view('metrics', 'sla_summary', 'SLA summary view');
+select has_materialized_view('metrics', 'geographic_coverage', 'coverage view');
+select is_empty(
+    $$select c.relname from pg_class c
+       where c.relnamespace = 'metrics'::regnamespace and c.relkind = 'm'
+         and not exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisunique and i.indpred is null)$$,
+    'every materialized view has a unique index (REFRESH CONCURRENTLY needs one)');
+select results_eq(
+    $$select t.tgname::text collate "default" from pg_trigger t
+       where t.tgrelid = 'core.shipping_assignments'::regclass and not t.tgisinternal order by t.tgname$$,
+    array['_010_check_transition', '_100_history', '_200_emit_webhook', '_500_metrics_rollup_offer', '_500_metrics_rollup_transition'],
+    'the rollup triggers fire after the transition check, the history and the webhook emission (_500_)');
+select results_eq($$select name || ':' || ttl_minutes from metrics.views order by name$$,
+    array['geographic_coverage:15', 'leaderboard:30', 'sla_summary:10'], 'the plan''s TTLs');
+select is((select count(*)::int from ops.error_codes where code like 'METRICS\_%' and http_status in (400, 403)), 9,
+    'nine registered metrics errors, all 400 or 403');
+
+-- Privileges: who may call what
+select ok(has_function_privilege('agent', 'api.agent_metrics(text, text, text)', 'EXECUTE'), 'agent may call agent_metrics');
+select ok(has_function_privilege('agent', 'api.agent_activity(text, text, text, text)', 'EXECUTE'), 'agent may call agent_activity');
+select ok(not has_function_privilege('agent', 'api.agent_leaderboard(text, text, text, text, text, text, text, text)', 'EXECUTE'), 'agent may not call the leaderboard');
+select ok(not has_function_privilege('agent', 'api.sla_summary(text, text, text, text)', 'EXECUTE'), 'agent may not call sla_summary');
+select ok(not has_function_privilege('agent', 'api.refresh_metrics(text)', 'EXECUTE'), 'agent may not refresh');
+select is_empty(
+    $$select p.oid::regprocedure from pg_proc p, unnest(array['anon', 'service']) r
+       where p.pronamespace = 'api'::regnamespace and p.proname in
+             ('agent_metrics', 'agent_leaderboard', 'geographic_coverage', 'sla_summary', 'agent_activity',
+              'refresh_metrics', 'health_metrics')
+         and has_function_privilege(r, p.oid, 'EXECUTE')$$,
+    'anon and service may call no metrics endpoint');
+select ok(not has_table_privilege('agent', 'metrics.leaderboard', 'SELECT'), 'agents cannot read the leaderboard view');
+select ok(not has_table_privilege('service', 'metrics.agent_daily', 'SELECT'), 'service cannot read the rollups');
+select is((select provolatile::text from pg_proc where oid = 'api.agent_leaderboard(text, text, text, text, text, text, text, text)'::regprocedure),
+    's', 'the read endpoints are STABLE (GET-able, read-only transactions)');
+
+-- The trigger counts each transition once, on the event's UTC day
+insert into core.customers (id, name, email) overriding system value values (9601, 'C', 'c9601@example.test');
+insert into core.sellers (id, name) overriding system value values (9601, 'S');
+insert into core.delivery_agents (id, name, serviceable_zip_codes) overriding system value
+values (9601, 'Metric', '{61111}'), (9602, 'Other', '{61111}');
+select core.create_order(9601, 9601, '61111', 5000, 'EUR');
+select core.capture_payment((select max(id) from core.payments), 'pi_tap_m1');
+select core.confirm_order((select max(id) from core.orders));
+select set_config('tap.a', (select id from core.offer_assignment((select max(id) from core.orders), '2026-01-02 12:00Z', null, '2026-01-01 23:00Z'))::text, true);
+select is((select offered from metrics.zip_daily where zip_code = '61111' and day = '2026-01-01'), 1, 'an offer counts for its zip code and day');
+select core.accept_assignment(current_setting('tap.a')::bigint, 9601, null, '2026-01-01 23:30Z');
+select core.advance_assignment(current_setting('tap.a')::bigint, 'PICKED_UP', 9601, null, null, '2026-01-01 23:40Z');
+select core.advance_assignment(current_setting('tap.a')::bigint, 'IN_TRANSIT', 9601, null, null, '2026-01-01 23:50Z');
+select core.advance_assignment(current_setting('tap.a')::bigint, 'DELIVERED', 9601, null, null, '2026-01-02 12:00Z');
+select results_eq(
+    $$select day, accepted, delivered, on_time, delivery_us, delivery_hist from metrics.agent_daily where agent_id = 9601 order by day$$,
+    $$values ('2026-01-01'::date, 1, 0, 0, 0::bigint, '{}'::jsonb),
+             ('2026-01-02'::date, 0, 1, 1, 45000000000::bigint, '{"750": 1}'::jsonb)$$,
+    'accepted on the 1st, delivered on the 2nd exactly at the SLA: on time, 750 minutes');
+
+-- Row-level security and the explicit 403
+select tap.become('agent', '9601');
+select is((select count(*)::int from metrics.agent_daily), 2, 'an agent reads its own rollup rows');
+select is((select count(*)::int from metrics.agent_daily where agent_id <> 9601), 0, 'and no one else''s');
+select is((api.agent_metrics(null, '2026-01-01', '2026-01-03') -> 'assignments' ->> 'delivered')::int, 1, 'agent_metrics about itself');
+select throws_code($$select api.agent_metrics('9602')$$, 'METRICS_NOT_YOUR_AGENT', 'another agent''s metrics: 403');
+select throws_code($$select api.agent_activity('9602')$$, 'METRICS_NOT_YOUR_AGENT', 'another agent''s activity: 403');
+select throws_code($$select api.agent_leaderboard()$$, 'INSUFFICIENT_PRIVILEGE', 'no leaderboard for agents');
+select tap.become('admin');
+select throws_code($$select api.agent_leaderboard(sort_by => 'speed')$$, 'METRICS_INVALID_SORT_BY', 'bad sort_by');
+select throws_code($$select api.agent_leaderboard(sort_order => 'sideways')$$, 'METRICS_INVALID_SORT_ORDER', 'bad sort_order');
+select throws_code($$select api.sla_summary("from" => '2026-13-01')$$, 'METRICS_INVALID_DATE', 'bad date');
+select throws_code($$select api.geographic_coverage(page_size => '500')$$, 'METRICS_INVALID_LIMIT', 'bad page size');
+select throws_code($$select api.agent_activity('9601', before => 'x')$$, 'METRICS_INVALID_CURSOR', 'bad cursor');
+select throws_code($$select api.agent_metrics('9601', '2026-01-05', '2026-01-01')$$, 'METRICS_INVALID_PERIOD', 'empty period');
+select tap.become_owner();
+select throws_code($$select metrics.refresh('nope')$$, 'METRICS_INVALID_VIEW', 'refresh names a known view');
+
+select * from finish();
+rollback;

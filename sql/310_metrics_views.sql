@@ -1,0 +1,375 @@
+-- =================================================================================================
+-- 310 Metrics: materialized views refreshed by pg_cron (the plan's caches, TTL 30/10/15 min)
+-- Each view has a unique index (REFRESH … CONCURRENTLY needs one: readers never wait for a refresh).
+-- metrics.views lists them with their TTL and pg_cron job; metrics.refresh_log records each refresh's
+-- as-of (the start of the refresh: what `asOf` answers) and its duration.
+-- Standard windows: the last 7, 30 and 90 UTC days including today, [today - (n - 1), today + 1).
+-- =================================================================================================
+
+-- REFRESH MATERIALIZED VIEW CONCURRENTLY builds its diff in a temporary table as the view's owner:
+-- waybill_owner (sql/020_ops_ownership.sql) needs TEMPORARY on this database, which PUBLIC lost.
+do $temp$
+begin
+    execute format('grant temporary on database %I to waybill_owner', current_database());
+end
+$temp$;
+
+create table metrics.views (
+    name         text not null,
+    matview      text not null,
+    ttl_minutes  integer not null,
+    cron_job     text not null,
+    constraint views_pkey primary key (name),
+    constraint views_matview_key unique (matview),
+    constraint views_cron_job_key unique (cron_job),
+    -- "*/n * * * *" runs at minutes that are multiples of n only when n divides 60.
+    constraint views_ttl_divides_an_hour_check check (ttl_minutes between 1 and 60 and 60 % ttl_minutes = 0)
+);
+alter table metrics.views enable row level security;
+comment on table metrics.views is 'The materialized views behind the metrics endpoints, their TTL and the pg_cron job that refreshes them.';
+comment on column metrics.views.ttl_minutes is 'Refresh period; the job runs every ttl_minutes minutes ("*/ttl * * * *").';
+insert into metrics.views (name, matview, ttl_minutes, cron_job) values
+    ('leaderboard',         'leaderboard',         30, 'waybill-metrics-leaderboard'),
+    ('sla_summary',         'sla_summary',         10, 'waybill-metrics-sla-summary'),
+    ('geographic_coverage', 'geographic_coverage', 15, 'waybill-metrics-geographic-coverage');
+grant select on metrics.views to admin, platform_admin;
+create policy staff_read on metrics.views for select to admin, platform_admin using (true);
+comment on policy staff_read on metrics.views is 'Admins read the view registry.';
+
+create table metrics.refresh_log (
+    id           bigint generated always as identity,
+    view_name    text not null,
+    as_of        timestamptz not null,
+    duration_ms  numeric(12, 3) not null,
+    source       text not null,
+    constraint refresh_log_pkey primary key (id),
+    constraint refresh_log_view_name_fkey foreign key (view_name) references metrics.views (name),
+    constraint refresh_log_duration_not_negative_check check (duration_ms >= 0)
+);
+alter table metrics.refresh_log enable row level security;
+comment on table metrics.refresh_log is 'One row per refresh of a metrics view: its as-of, how long it took and who asked (cron, api, seed, migration).';
+comment on column metrics.refresh_log.as_of is 'When the refresh started: the data of the view is as of this instant.';
+-- Every metrics answer reads its view's latest as-of: the newest row of one view, one index probe.
+create index refresh_log_view_name_as_of_idx on metrics.refresh_log (view_name, as_of desc);
+comment on index metrics.refresh_log_view_name_as_of_idx is 'Serves a view''s latest refresh (asOf of every answer) and the FK.';
+grant select on metrics.refresh_log to admin, platform_admin;
+create policy staff_read on metrics.refresh_log for select to admin, platform_admin using (true);
+comment on policy staff_read on metrics.refresh_log is 'Admins read the refresh log.';
+
+create function metrics.windows(p_today date)
+returns table (window_days integer, d_from date, d_to date)
+language sql
+immutable
+as $$
+    select n, p_today - (n - 1), p_today + 1 from unnest(array[7, 30, 90]) n
+$$;
+comment on function metrics.windows(date) is 'The standard windows ending today: the last 7, 30 and 90 UTC days, [today - (n-1), today + 1).';
+grant execute on function metrics.windows(date) to admin, platform_admin, agent;
+
+-- -------------------------------------------------------------------------------------------------
+-- Leaderboard: per standard window and agent, summed from metrics.agent_daily
+-- -------------------------------------------------------------------------------------------------
+
+create materialized view metrics.leaderboard as
+with t as (
+    select w.window_days, w.d_from, w.d_to, a.agent_id,
+           sum(a.accepted)::integer as accepted, sum(a.delivered)::integer as delivered,
+           sum(a.on_time)::integer as on_time, sum(a.failed)::integer as failed,
+           sum(a.cancelled)::integer as cancelled, sum(a.delivery_us)::bigint as delivery_us
+      from metrics.windows(metrics.utc_day(now())) w
+      join metrics.agent_daily a on a.day >= w.d_from and a.day < w.d_to
+     group by w.window_days, w.d_from, w.d_to, a.agent_id
+), v as (
+    -- the values ranked, exactly as api.agent_leaderboard computes them; 5 = its default min_deliveries
+    select t.*, t.delivered::numeric / nullif(t.delivered + t.failed, 0) as success,
+           t.on_time::numeric / nullif(t.delivered, 0) as punctual, t.delivery_us::numeric / nullif(t.delivered, 0) as speed,
+           t.delivered + t.failed >= 5 as rated_success, t.delivered >= 5 as rated_delivered
+      from t
+)
+select v.window_days, v.d_from, v.d_to, v.agent_id, v.accepted, v.delivered, v.on_time, v.failed, v.cancelled,
+       v.delivery_us,
+       rank() over (partition by v.window_days order by v.delivered desc)::integer as rank_deliveries_desc,
+       rank() over (partition by v.window_days order by v.delivered)::integer as rank_deliveries_asc,
+       case when v.rated_success then rank() over (partition by v.window_days, v.rated_success order by v.success desc)::integer end
+           as rank_success_rate_desc,
+       case when v.rated_success then rank() over (partition by v.window_days, v.rated_success order by v.success)::integer end
+           as rank_success_rate_asc,
+       case when v.rated_delivered then rank() over (partition by v.window_days, v.rated_delivered order by v.punctual desc)::integer end
+           as rank_on_time_rate_desc,
+       case when v.rated_delivered then rank() over (partition by v.window_days, v.rated_delivered order by v.punctual)::integer end
+           as rank_on_time_rate_asc,
+       case when v.rated_delivered then rank() over (partition by v.window_days, v.rated_delivered order by v.speed desc)::integer end
+           as rank_avg_delivery_minutes_desc,
+       case when v.rated_delivered then rank() over (partition by v.window_days, v.rated_delivered order by v.speed)::integer end
+           as rank_avg_delivery_minutes_asc
+  from v
+with data;
+comment on materialized view metrics.leaderboard is 'Each agent''s totals and ranks (per sort, default threshold) over the standard windows (7/30/90 days); refreshed every 30 minutes.';
+create unique index leaderboard_window_days_agent_id_key on metrics.leaderboard (window_days, agent_id);
+comment on index metrics.leaderboard_window_days_agent_id_key is 'One row per (window, agent): what REFRESH CONCURRENTLY matches rows on; serves the zip-filtered and threshold-changed rankings.';
+-- One index per ranking: the default request (a standard window, no zip code, default threshold)
+-- reads its page straight from the index, no sort of the window's ~10,000 agents (measured at 1M
+-- assignments: ranking at request time cost 44 ms at P50 on a loaded machine; docs/performance.md).
+create index leaderboard_window_days_rank_deliveries_desc_idx on metrics.leaderboard (window_days, rank_deliveries_desc, agent_id) where rank_deliveries_desc is not null;
+comment on index metrics.leaderboard_window_days_rank_deliveries_desc_idx is 'Serves the default leaderboard page sorted by deliveries desc.';
+create index leaderboard_window_days_rank_deliveries_asc_idx on metrics.leaderboard (window_days, rank_deliveries_asc, agent_id) where rank_deliveries_asc is not null;
+comment on index metrics.leaderboard_window_days_rank_deliveries_asc_idx is 'Serves the default leaderboard page sorted by deliveries asc.';
+create index leaderboard_window_days_rank_success_rate_desc_idx on metrics.leaderboard (window_days, rank_success_rate_desc, agent_id) where rank_success_rate_desc is not null;
+comment on index metrics.leaderboard_window_days_rank_success_rate_desc_idx is 'Serves the default leaderboard page sorted by success_rate desc.';
+create index leaderboard_window_days_rank_success_rate_asc_idx on metrics.leaderboard (window_days, rank_success_rate_asc, agent_id) where rank_success_rate_asc is not null;
+comment on index metrics.leaderboard_window_days_rank_success_rate_asc_idx is 'Serves the default leaderboard page sorted by success_rate asc.';
+create index leaderboard_window_days_rank_on_time_rate_desc_idx on metrics.leaderboard (window_days, rank_on_time_rate_desc, agent_id) where rank_on_time_rate_desc is not null;
+comment on index metrics.leaderboard_window_days_rank_on_time_rate_desc_idx is 'Serves the default leaderboard page sorted by on_time_rate desc.';
+create index leaderboard_window_days_rank_on_time_rate_asc_idx on metrics.leaderboard (window_days, rank_on_time_rate_asc, agent_id) where rank_on_time_rate_asc is not null;
+comment on index metrics.leaderboard_window_days_rank_on_time_rate_asc_idx is 'Serves the default leaderboard page sorted by on_time_rate asc.';
+create index leaderboard_window_days_rank_avg_delivery_minutes_desc_idx on metrics.leaderboard (window_days, rank_avg_delivery_minutes_desc, agent_id) where rank_avg_delivery_minutes_desc is not null;
+comment on index metrics.leaderboard_window_days_rank_avg_delivery_minutes_desc_idx is 'Serves the default leaderboard page sorted by avg_delivery_minutes desc.';
+create index leaderboard_window_days_rank_avg_delivery_minutes_asc_idx on metrics.leaderboard (window_days, rank_avg_delivery_minutes_asc, agent_id) where rank_avg_delivery_minutes_asc is not null;
+comment on index metrics.leaderboard_window_days_rank_avg_delivery_minutes_asc_idx is 'Serves the default leaderboard page sorted by avg_delivery_minutes asc.';
+grant select on metrics.leaderboard to admin, platform_admin;
+
+-- -------------------------------------------------------------------------------------------------
+-- SLA summary: exact per-day figures, exact standard-window figures, open and past-due per zip code
+--   grain 'day'    one row per UTC day with deliveries (zip_code '')
+--   grain 'window' one row per standard window (zip_code '')
+--   grain 'open'   one row per zip code with open assignments (d_from = the refresh day)
+-- -------------------------------------------------------------------------------------------------
+
+create materialized view metrics.sla_summary as
+with d as (
+    select a.delivered_at, a.sla_due_at, a.delivered_at - coalesce(a.accepted_at, a.created_at) as took
+      from core.shipping_assignments a
+     where a.status = 'DELIVERED'
+)
+select 'day'::text as grain, x.day as d_from, x.day + 1 as d_to, ''::text as zip_code, x.delivered,
+       x.on_time, x.delivery_us, x.minutes_p, h.hist as delivery_hist, 0 as open, 0 as open_past_due
+  from (select metrics.utc_day(d.delivered_at) as day, count(*)::integer as delivered,
+               count(*) filter (where d.delivered_at <= d.sla_due_at)::integer as on_time,
+               sum(metrics.micros(d.took))::bigint as delivery_us,
+               percentile_cont(array[0.5, 0.9, 0.99]) within group (order by extract(epoch from d.took) / 60) as minutes_p
+          from d group by 1) x
+  join (select m.day, jsonb_object_agg(m.minute::text, m.n) as hist
+          from (select metrics.utc_day(d.delivered_at) as day, metrics.minutes(d.took) as minute, count(*) as n
+                  from d group by 1, 2) m
+         group by m.day) h on h.day = x.day
+union all
+select 'window', w.d_from, w.d_to, '', count(d.delivered_at)::integer,
+       count(*) filter (where d.delivered_at <= d.sla_due_at)::integer,
+       coalesce(sum(metrics.micros(d.took)), 0)::bigint,
+       percentile_cont(array[0.5, 0.9, 0.99]) within group (order by extract(epoch from d.took) / 60),
+       null, 0, 0
+  from metrics.windows(metrics.utc_day(now())) w
+  left join d on d.delivered_at >= w.d_from::timestamp at time zone 'UTC'
+             and d.delivered_at < w.d_to::timestamp at time zone 'UTC'
+ group by w.d_from, w.d_to
+union all
+select 'open', metrics.utc_day(now()), metrics.utc_day(now()) + 1, a.zip_code, 0, 0, 0, null, null,
+       count(*)::integer, count(*) filter (where a.sla_due_at < now())::integer
+  from core.shipping_assignments a
+ where a.status in ('OFFERED', 'ACCEPTED', 'PICKED_UP', 'IN_TRANSIT')
+ group by a.zip_code
+with data;
+comment on materialized view metrics.sla_summary is 'SLA figures: exact per day and per standard window, open and past-due assignments per zip code; refreshed every 10 minutes.';
+create unique index sla_summary_grain_d_from_zip_code_key on metrics.sla_summary (grain, d_from, zip_code);
+comment on index metrics.sla_summary_grain_d_from_zip_code_key is 'One row per (grain, day or window start, zip code): REFRESH CONCURRENTLY''s key; serves a period''s days.';
+grant select on metrics.sla_summary to admin, platform_admin;
+
+-- -------------------------------------------------------------------------------------------------
+-- Geographic coverage: per zip code over the last 30 days, as of the refresh
+-- -------------------------------------------------------------------------------------------------
+
+create materialized view metrics.geographic_coverage as
+with w as (
+    select d_from, d_to from metrics.windows(metrics.utc_day(now())) where window_days = 30
+), zips as (
+    select z.zip_code from metrics.zip_daily z, w where z.day >= w.d_from and z.day < w.d_to
+    union
+    select o.ship_to_zip from core.orders o, w where o.created_at >= w.d_from::timestamp at time zone 'UTC'
+    union
+    select unnest(d.serviceable_zip_codes) from core.delivery_agents d where d.status = 'ACTIVE'
+), agents as (
+    select z.zip_code, count(*)::integer as active_agents
+      from core.delivery_agents d, unnest(d.serviceable_zip_codes) z (zip_code)
+     where d.status = 'ACTIVE'
+     group by z.zip_code
+), demand as (
+    select o.ship_to_zip as zip_code, count(*)::integer as demand
+      from core.orders o, w
+     where o.created_at >= w.d_from::timestamp at time zone 'UTC'
+       and o.created_at < w.d_to::timestamp at time zone 'UTC'
+     group by o.ship_to_zip
+), done as (
+    select z.zip_code, sum(z.delivered)::integer as delivered, sum(z.on_time)::integer as on_time
+      from metrics.zip_daily z, w
+     where z.day >= w.d_from and z.day < w.d_to
+     group by z.zip_code
+), offers as (
+    select a.zip_code, count(*)::integer as open_offers, min(a.created_at) as oldest_offer_at
+      from core.shipping_assignments a
+     where a.status = 'OFFERED'
+     group by a.zip_code
+)
+select zips.zip_code, w.d_from, w.d_to,
+       coalesce(agents.active_agents, 0) as active_agents, coalesce(demand.demand, 0) as demand,
+       coalesce(done.delivered, 0) as delivered, coalesce(done.on_time, 0) as on_time,
+       coalesce(offers.open_offers, 0) as open_offers, offers.oldest_offer_at,
+       coalesce(demand.demand, 0) > 0 and coalesce(agents.active_agents, 0) = 0 as uncovered
+  from zips cross join w
+  left join agents using (zip_code)
+  left join demand using (zip_code)
+  left join done using (zip_code)
+  left join offers using (zip_code)
+with data;
+comment on materialized view metrics.geographic_coverage is 'Per zip code: active agents, demand, deliveries, on time, open offers (30-day window); refreshed every 15 minutes.';
+create unique index geographic_coverage_zip_code_key on metrics.geographic_coverage (zip_code);
+comment on index metrics.geographic_coverage_zip_code_key is 'One row per zip code: REFRESH CONCURRENTLY''s key; serves the zip_code filter.';
+-- No index for the page order (uncovered first, then by demand): one row per zip code (2,000 in the
+-- 1M benchmark) is sorted in well under a millisecond, and the planner would read the table anyway.
+grant select on metrics.geographic_coverage to admin, platform_admin;
+
+-- -------------------------------------------------------------------------------------------------
+-- Refresh, as-of, and the seconds to the next scheduled refresh
+-- -------------------------------------------------------------------------------------------------
+
+create function metrics.refresh(p_view text default null, p_source text default 'manual')
+returns setof metrics.refresh_log
+language plpgsql
+volatile
+set search_path = ''
+as $$
+-- Refresh one view (p_view) or all, CONCURRENTLY (readers keep reading the previous contents), and
+-- log each refresh's as-of and duration. Two refreshes of one view queue on its EXCLUSIVE lock.
+declare
+    v metrics.views;
+    v_start timestamptz;
+    v_row metrics.refresh_log;
+begin
+    if p_view is not null and not exists (select 1 from metrics.views x where x.name = p_view) then
+        perform ops.raise_error('METRICS_INVALID_VIEW', p_view);
+    end if;
+    for v in select * from metrics.views x where p_view is null or x.name = p_view order by x.name loop
+        v_start := clock_timestamp();
+        execute format('refresh materialized view concurrently metrics.%I', v.matview);
+        insert into metrics.refresh_log (view_name, as_of, duration_ms, source)
+        values (v.name, v_start, round((extract(epoch from clock_timestamp() - v_start) * 1000)::numeric, 3), p_source)
+        returning * into v_row;
+        return next v_row;
+    end loop;
+    -- A week of history is plenty for health_metrics; older rows go (one index range).
+    delete from metrics.refresh_log l where l.as_of < v_start - interval '7 days';
+end
+$$;
+comment on function metrics.refresh(text, text) is 'Refresh one metrics view or all of them concurrently and log as-of and duration.';
+
+create function metrics.as_of(p_view text)
+returns timestamptz
+language sql
+stable
+set search_path = ''
+as $$
+    select l.as_of from metrics.refresh_log l where l.view_name = p_view order by l.as_of desc limit 1
+$$;
+comment on function metrics.as_of(text) is 'When the data of a metrics view was computed (its latest refresh''s start).';
+grant execute on function metrics.as_of(text) to admin, platform_admin;
+
+create function metrics.seconds_to_refresh(p_view text, p_now timestamptz default null)
+returns integer
+language sql
+stable
+set search_path = ''
+as $$
+    -- The jobs run at minutes that are multiples of ttl ("*/ttl * * * *"), aligned on the hour, so
+    -- the next run is the next multiple of ttl * 60 seconds of the Unix epoch.
+    select (v.ttl_minutes * 60 - floor(extract(epoch from coalesce(p_now, now())))::bigint % (v.ttl_minutes * 60))::integer
+      from metrics.views v where v.name = p_view
+$$;
+comment on function metrics.seconds_to_refresh(text, timestamptz) is 'Seconds until the view''s next scheduled refresh (Cache-Control max-age).';
+grant execute on function metrics.seconds_to_refresh(text, timestamptz) to admin, platform_admin;
+
+create function metrics.set_cache_control(p_max_age integer)
+returns void
+language sql
+volatile
+set search_path = ''
+as $$
+    -- PostgREST (and gateway/) turn response.headers into HTTP headers.
+    select set_config('response.headers',
+                      json_build_array(json_build_object('Cache-Control', 'max-age=' || greatest(p_max_age, 0)))::text,
+                      true)
+$$;
+comment on function metrics.set_cache_control(integer) is 'Set the answer''s Cache-Control: max-age header (seconds).';
+grant execute on function metrics.set_cache_control(integer) to admin, platform_admin, agent;
+
+-- -------------------------------------------------------------------------------------------------
+-- pg_cron jobs: one named job per view, created or updated idempotently. pg_cron lives in one
+-- database per cluster (cron.database_name); elsewhere (test clones) this does nothing and says so.
+-- -------------------------------------------------------------------------------------------------
+
+create function metrics.schedule_refresh_jobs()
+returns integer
+language plpgsql
+volatile
+set search_path = ''
+as $$
+-- cron.schedule(name, …) updates a job of the same name instead of adding one: safe to repeat.
+declare
+    v metrics.views;
+    v_n integer := 0;
+begin
+    if current_database() is distinct from current_setting('cron.database_name', true) then
+        raise notice 'metrics: pg_cron runs in database %, not %: no refresh job scheduled here',
+            current_setting('cron.database_name', true), current_database();
+        return 0;
+    end if;
+    create extension if not exists pg_cron with schema pg_catalog;  -- it makes and fills its own schema, cron
+    -- api.health_metrics runs as waybill_owner (it owns every Waybill object): let it read these
+    -- jobs and their runs, which pg_cron's own policies show only to the role that scheduled them.
+    grant usage on schema cron to waybill_owner;
+    grant select on cron.job, cron.job_run_details to waybill_owner;
+    drop policy if exists waybill_owner_reads_metrics_jobs on cron.job;
+    create policy waybill_owner_reads_metrics_jobs on cron.job for select to waybill_owner
+        using (jobname like 'waybill-metrics-%');
+    drop policy if exists waybill_owner_reads_metrics_runs on cron.job_run_details;
+    create policy waybill_owner_reads_metrics_runs on cron.job_run_details for select to waybill_owner
+        using (jobid in (select j.jobid from cron.job j where j.jobname like 'waybill-metrics-%'));
+    for v in select * from metrics.views order by name loop
+        -- EXECUTE: schema cron exists only in the pg_cron database (checked above)
+        execute 'select cron.schedule($1, $2, $3)'
+          using v.cron_job, format('*/%s * * * *', v.ttl_minutes), format('select metrics.refresh(%L, ''cron'')', v.name);
+        v_n := v_n + 1;
+    end loop;
+    return v_n;
+end
+$$;
+comment on function metrics.schedule_refresh_jobs() is 'Create or update the named pg_cron jobs refreshing the metrics views (in the pg_cron database only).';
+
+create function metrics.unschedule_refresh_jobs()
+returns integer
+language plpgsql
+volatile
+set search_path = ''
+as $$
+-- EXECUTE: schema cron exists only where pg_cron runs.
+declare
+    v_n integer := 0;
+begin
+    if to_regclass('cron.job') is not null then
+        execute 'select count(cron.unschedule(j.jobname))::integer
+                   from cron.job j join metrics.views v on v.cron_job = j.jobname' into v_n;
+        drop policy if exists waybill_owner_reads_metrics_jobs on cron.job;
+        drop policy if exists waybill_owner_reads_metrics_runs on cron.job_run_details;
+        revoke select on cron.job, cron.job_run_details from waybill_owner;
+        revoke usage on schema cron from waybill_owner;
+    end if;
+    return v_n;
+end
+$$;
+comment on function metrics.unschedule_refresh_jobs() is 'Remove the metrics views'' pg_cron jobs (rollback).';
+
+-- No refresh_log row yet: a schema build writes no clock-dependent data (the drift test compares
+-- data too); asOf is null until the first refresh (seed, a migration over data, or the first job).
+do $jobs$
+begin
+    perform metrics.schedule_refresh_jobs();
+end
+$jobs$;

@@ -1,0 +1,646 @@
+-- =================================================================================================
+-- 830 The metrics endpoints (plan Track B; docs/metrics.md defines every figure)
+-- GET-able (STABLE) functions returning one JSON object each. Read functions are SECURITY INVOKER:
+-- the request role needs SELECT on what they read, and row-level security keeps an agent on its own
+-- rows (metrics.agent_daily, core.assignment_status_history); the explicit agent check turns "not
+-- yours" into a 403 instead of an empty answer. Arguments are text so that a bad value is a
+-- registered 400 naming what is allowed, never a cast error. `limit` is reserved by PostgREST on GET
+-- (it pages the rows a function returns), so the page size travels as `page_size`; answers say `limit`.
+-- =================================================================================================
+
+-- An agent reads only its own rollup rows (the endpoints also refuse other ids with a 403).
+create policy agent_reads_own on metrics.agent_daily for select to agent
+    using (agent_id = (select auth.agent_id()));
+comment on policy agent_reads_own on metrics.agent_daily is 'An agent reads only its own rollups.';
+
+-- -------------------------------------------------------------------------------------------------
+-- Argument parsing (registered 400s)
+-- -------------------------------------------------------------------------------------------------
+
+create function metrics.raise_error(p_code text, variadic p_args text[] default '{}')
+returns void
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+-- The read endpoints run as the caller (SECURITY INVOKER), which may not execute ops.*: this raises
+-- the registered error for it (it only raises; it reads nothing but the registry).
+begin
+    perform ops.raise_error(p_code, variadic p_args);
+end
+$$;
+comment on function metrics.raise_error(text, text[]) is 'ops.raise_error for the metrics endpoints, which run as the caller.';
+grant execute on function metrics.raise_error(text, text[]) to admin, platform_admin, agent;
+
+create function metrics.parse_day(p_name text, p_value text)
+returns date
+language plpgsql
+immutable
+set search_path = ''
+as $$
+-- A 'YYYY-MM-DD' that is a real calendar date (null stays null), else METRICS_INVALID_DATE.
+begin
+    if p_value is null then
+        return null;
+    end if;
+    if p_value ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}$' then
+        begin
+            return to_date(p_value, 'YYYY-MM-DD') where to_char(to_date(p_value, 'YYYY-MM-DD'), 'YYYY-MM-DD') = p_value;
+        exception when others then
+            null;  -- out-of-range month or day: the registered error below
+        end;
+    end if;
+    perform metrics.raise_error('METRICS_INVALID_DATE', p_name, coalesce(p_value, 'null'));
+    return null;
+end
+$$;
+comment on function metrics.parse_day(text, text) is 'Parse a YYYY-MM-DD argument, or raise METRICS_INVALID_DATE naming it.';
+
+create function metrics.parse_period(p_from text, p_to text, p_now timestamptz default null)
+returns table (d_from date, d_to date)
+language plpgsql
+stable
+set search_path = ''
+as $$
+-- [from, to) in whole UTC days; default the last 30 days including today. At most 366 days.
+declare
+    v_today date := metrics.utc_day(coalesce(p_now, now()));
+    v_to date := coalesce(metrics.parse_day('to', p_to), v_today + 1);
+    v_from date := coalesce(metrics.parse_day('from', p_from), v_to - 30);
+begin
+    if p_to is null and p_from is not null and v_from >= v_to then
+        v_to := v_from + 30;  -- only from given: the 30 days from it
+    end if;
+    if v_from >= v_to or v_to - v_from > 366 then
+        perform metrics.raise_error('METRICS_INVALID_PERIOD', v_from::text, v_to::text);
+    end if;
+    return query select v_from, v_to;
+end
+$$;
+comment on function metrics.parse_period(text, text, timestamptz) is 'Parse from/to into a half-open period of UTC days (default the last 30 days), or raise a registered 400.';
+
+create function metrics.parse_int(p_value text, p_default integer, p_min integer, p_max integer, p_code text)
+returns integer
+language plpgsql
+immutable
+set search_path = ''
+as $$
+-- A whole number in [p_min, p_max] (p_default when null), else the registered error p_code.
+begin
+    if p_value is null then
+        return p_default;
+    end if;
+    if p_value ~ '^\s*[0-9]{1,9}\s*$' and btrim(p_value)::integer between p_min and p_max then
+        return btrim(p_value)::integer;
+    end if;
+    perform metrics.raise_error(p_code, p_value);
+    return null;
+end
+$$;
+comment on function metrics.parse_int(text, integer, integer, integer, text) is 'Parse a bounded whole-number argument (page, page_size), or raise the registered error given.';
+
+create function metrics.parse_zip(p_value text)
+returns text
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+    if p_value is null or p_value ~ '^[0-9]{5}$' then
+        return p_value;
+    end if;
+    perform metrics.raise_error('INVALID_ARGUMENT', 'zip_code must be five digits, got ' || p_value);
+    return null;
+end
+$$;
+comment on function metrics.parse_zip(text) is 'A five-digit zip code filter (or null), else INVALID_ARGUMENT.';
+
+create function metrics.resolve_agent(p_agent_id text)
+returns bigint
+language plpgsql
+stable
+set search_path = ''
+as $$
+-- The agent an answer is about. Agents: their own id only (omitted = themselves), another id is a
+-- 403 before anything about it is read. Staff: a required, existing agent id.
+declare
+    v_self bigint;
+    v_id bigint;
+begin
+    if p_agent_id is not null and p_agent_id !~ '^[0-9]{1,18}$' then
+        perform metrics.raise_error('INVALID_ARGUMENT', 'agent_id must be a delivery agent id, got ' || p_agent_id);
+    end if;
+    v_id := p_agent_id::bigint;
+    if auth.role() = 'agent' then
+        v_self := auth.agent_id();
+        if v_self is null then
+            perform metrics.raise_error('INVALID_ARGUMENT', 'an agent token with a numeric sub is required');
+        end if;
+        if v_id is not null and v_id <> v_self then
+            perform metrics.raise_error('METRICS_NOT_YOUR_AGENT', v_id::text);
+        end if;
+        return v_self;
+    end if;
+    if v_id is null then
+        perform metrics.raise_error('INVALID_ARGUMENT', 'agent_id is required');
+    end if;
+    if not exists (select 1 from core.delivery_agents d where d.id = v_id) then
+        perform metrics.raise_error('AGENT_NOT_FOUND', v_id::text);
+    end if;
+    return v_id;
+end
+$$;
+comment on function metrics.resolve_agent(text) is 'Validate agent_id for the caller: agents only themselves (403 otherwise), staff an existing agent.';
+
+grant execute on function metrics.parse_day(text, text), metrics.parse_period(text, text, timestamptz),
+    metrics.parse_int(text, integer, integer, integer, text), metrics.parse_zip(text), metrics.resolve_agent(text)
+    to admin, platform_admin, agent;
+
+-- -------------------------------------------------------------------------------------------------
+-- GET /rpc/agent_metrics?agent_id&from&to  (plan: GET /api/admin/agents/metrics/:id)
+-- -------------------------------------------------------------------------------------------------
+
+create function api.agent_metrics(agent_id text default null, "from" text default null, "to" text default null)
+returns json
+language plpgsql
+stable
+set search_path = ''
+as $$
+-- From metrics.agent_daily (always fresh): O(days in the period).
+declare
+    v_agent bigint := metrics.resolve_agent(agent_metrics.agent_id);
+    v_from date;
+    v_to date;
+    v_now timestamptz := now();
+    v_result json;
+begin
+    select p.d_from, p.d_to into v_from, v_to from metrics.parse_period(agent_metrics."from", agent_metrics."to") p;
+    perform metrics.set_cache_control(0);
+    with days as (
+        select a.* from metrics.agent_daily a
+         where a.agent_id = v_agent and a.day >= v_from and a.day < v_to
+    ), tot as (
+        select coalesce(sum(d.accepted), 0)::bigint as accepted, coalesce(sum(d.delivered), 0)::bigint as delivered,
+               coalesce(sum(d.on_time), 0)::bigint as on_time, coalesce(sum(d.failed), 0)::bigint as failed,
+               coalesce(sum(d.cancelled), 0)::bigint as cancelled,
+               coalesce(sum(d.delivery_us), 0)::bigint as delivery_us, coalesce(sum(d.acceptance_us), 0)::bigint as acceptance_us,
+               metrics.hist_percentiles(array_agg(d.delivery_hist), array[0.5, 0.9]) as dp,
+               metrics.hist_percentiles(array_agg(d.acceptance_hist), array[0.5]) as ap
+          from days d
+    ), series as (
+        select coalesce(json_agg(json_build_object(
+                   'day', g.day::date, 'accepted', coalesce(d.accepted, 0), 'delivered', coalesce(d.delivered, 0),
+                   'onTime', coalesce(d.on_time, 0), 'breached', coalesce(d.delivered - d.on_time, 0),
+                   'failed', coalesce(d.failed, 0), 'cancelled', coalesce(d.cancelled, 0),
+                   'successRate', metrics.rate(d.delivered, d.delivered + d.failed),
+                   'onTimeRate', metrics.rate(d.on_time, d.delivered),
+                   'meanDeliveryMinutes', metrics.mean_minutes(d.delivery_us, d.delivered)) order by g.day), '[]') as j
+          from generate_series(v_from, v_to - 1, interval '1 day') g (day)
+          left join days d on d.day = g.day::date
+    )
+    select json_build_object(
+               'asOf', v_now, 'agentId', v_agent, 'from', v_from, 'to', v_to,
+               'assignments', json_build_object('accepted', t.accepted, 'delivered', t.delivered,
+                                                'failed', t.failed, 'cancelled', t.cancelled),
+               'onTime', t.on_time, 'slaBreaches', t.delivered - t.on_time,
+               'successRate', metrics.rate(t.delivered, t.delivered + t.failed),
+               'onTimeRate', metrics.rate(t.on_time, t.delivered),
+               'deliveryMinutes', json_build_object('mean', metrics.mean_minutes(t.delivery_us, t.delivered),
+                                                    'p50', round(t.dp[1]::numeric, 2), 'p90', round(t.dp[2]::numeric, 2)),
+               'acceptanceMinutes', json_build_object('mean', metrics.mean_minutes(t.acceptance_us, t.accepted),
+                                                      'p50', round(t.ap[1]::numeric, 2)),
+               'percentiles', 'minute_histogram',
+               'openPastDue', (select count(*) from core.shipping_assignments a
+                                where a.agent_id = v_agent and a.status in ('ACCEPTED', 'PICKED_UP', 'IN_TRANSIT')
+                                  and a.sla_due_at < v_now),
+               'daily', s.j)
+      into v_result
+      from tot t, series s;
+    return v_result;
+end
+$$;
+comment on function api.agent_metrics(text, text, text) is $$Agent metrics
+One agent over [from, to) (UTC dates, default the last 30 days): assignments by outcome, success and on-time rates, delivery time mean/p50/p90, acceptance latency, SLA breaches, open past due, and a per-day series. Agents may ask only about themselves.$$;
+grant execute on function api.agent_metrics(text, text, text) to admin, platform_admin, agent;
+
+-- -------------------------------------------------------------------------------------------------
+-- GET /rpc/agent_leaderboard?from&to&zip_code&sort_by&sort_order&page&page_size&min_deliveries
+-- -------------------------------------------------------------------------------------------------
+
+create function api.agent_leaderboard(
+    "from" text default null, "to" text default null, zip_code text default null,
+    sort_by text default null, sort_order text default null, page text default null,
+    page_size text default null, min_deliveries text default null
+)
+returns json
+language plpgsql
+stable
+set search_path = ''
+as $$
+-- A standard window (7/30/90 days ending today) reads metrics.leaderboard (as of its refresh); any
+-- other period sums metrics.agent_daily live. rank() gives ties one rank; rate rankings list only
+-- agents with at least min_deliveries (default 5) finished (success) or delivered (on time, speed).
+declare
+    v_sort text := coalesce(agent_leaderboard.sort_by, 'deliveries');
+    v_order text := lower(coalesce(agent_leaderboard.sort_order, 'desc'));
+    v_zip text := metrics.parse_zip(agent_leaderboard.zip_code);
+    v_page integer := metrics.parse_int(agent_leaderboard.page, 1, 1, 1000000, 'METRICS_INVALID_PAGE');
+    v_limit integer := metrics.parse_int(agent_leaderboard.page_size, 20, 1, 100, 'METRICS_INVALID_LIMIT');
+    v_min integer := metrics.parse_int(agent_leaderboard.min_deliveries, 5, 1, 100000, 'INVALID_ARGUMENT');
+    v_from date;
+    v_to date;
+    v_window integer;
+    v_as_of timestamptz;
+    v_zip_agents bigint[];
+    v_items json;
+    v_total bigint;
+    v_result json;
+begin
+    if v_sort not in ('deliveries', 'success_rate', 'on_time_rate', 'avg_delivery_minutes') then
+        perform metrics.raise_error('METRICS_INVALID_SORT_BY', v_sort);
+    end if;
+    if v_order not in ('asc', 'desc') then
+        perform metrics.raise_error('METRICS_INVALID_SORT_ORDER', agent_leaderboard.sort_order);
+    end if;
+    select p.d_from, p.d_to into v_from, v_to from metrics.parse_period(agent_leaderboard."from", agent_leaderboard."to") p;
+    select l.window_days into v_window from metrics.leaderboard l
+     where l.d_from = v_from and l.d_to = v_to limit 1;
+    if v_window is not null then
+        v_as_of := metrics.as_of('leaderboard');
+        perform metrics.set_cache_control(metrics.seconds_to_refresh('leaderboard'));
+    else
+        v_as_of := now();
+        perform metrics.set_cache_control(0);
+    end if;
+    if v_window is not null and v_zip is null and v_min = 5 then
+        -- The default request: the ranks are in the view, the page comes from its index.
+        execute format(
+            $q$select coalesce(json_agg(json_build_object(
+                       'rank', p.rnk, 'agentId', p.agent_id, 'name', d.name,
+                       'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
+                       'cancelled', p.cancelled, 'onTime', p.on_time,
+                       'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
+                       'onTimeRate', metrics.rate(p.on_time, p.delivered),
+                       'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
+                   order by p.rnk, p.agent_id), '[]')
+                 from (select l.*, l.%1$I as rnk from metrics.leaderboard l
+                        where l.window_days = $1 and l.%1$I is not null
+                        order by l.%1$I, l.agent_id offset $2 limit $3) p
+                 left join core.delivery_agents d on d.id = p.agent_id$q$,
+            'rank_' || v_sort || '_' || v_order)
+          into v_items using v_window, (v_page - 1)::bigint * v_limit, v_limit;
+        execute format('select count(*) from metrics.leaderboard l where l.window_days = $1 and l.%1$I is not null',
+                       'rank_' || v_sort || '_' || v_order)
+          into v_total using v_window;
+        return json_build_object(
+            'asOf', v_as_of, 'from', v_from, 'to', v_to, 'zipCode', v_zip, 'sortBy', v_sort,
+            'sortOrder', v_order, 'minDeliveries', v_min, 'page', v_page, 'limit', v_limit,
+            'total', v_total, 'items', v_items);
+    end if;
+    if v_zip is not null then
+        -- Agents serving the zip code (GIN on serviceable_zip_codes): a small set to rank among.
+        v_zip_agents := array(select d.id from core.delivery_agents d where d.serviceable_zip_codes @> array[v_zip]);
+    end if;
+    with src as (
+        select l.agent_id, l.accepted, l.delivered, l.on_time, l.failed, l.cancelled, l.delivery_us
+          from metrics.leaderboard l
+         where v_window is not null and l.window_days = v_window
+        union all
+        select a.agent_id, sum(a.accepted)::integer, sum(a.delivered)::integer, sum(a.on_time)::integer,
+               sum(a.failed)::integer, sum(a.cancelled)::integer, sum(a.delivery_us)::bigint
+          from metrics.agent_daily a
+         where v_window is null and a.day >= v_from and a.day < v_to
+         group by a.agent_id
+    ), scored as (
+        select s.*,
+               case v_sort when 'deliveries' then s.delivered::numeric
+                           when 'success_rate' then s.delivered::numeric / nullif(s.delivered + s.failed, 0)
+                           when 'on_time_rate' then s.on_time::numeric / nullif(s.delivered, 0)
+                           else s.delivery_us::numeric / nullif(s.delivered, 0) end as v
+          from src s
+         where (v_zip is null or s.agent_id = any (v_zip_agents))
+           and case v_sort when 'deliveries' then true
+                           when 'success_rate' then s.delivered + s.failed >= v_min
+                           else s.delivered >= v_min end
+    ), ranked as (
+        select r.*, rank() over (order by case when v_order = 'desc' then -r.v else r.v end) as rnk,
+               count(*) over () as total
+          from scored r
+    ), page as (
+        select r.* from ranked r
+         order by r.rnk, r.agent_id
+         offset (v_page - 1)::bigint * v_limit limit v_limit
+    )
+    select json_build_object(
+               'asOf', v_as_of, 'from', v_from, 'to', v_to, 'zipCode', v_zip, 'sortBy', v_sort,
+               'sortOrder', v_order, 'minDeliveries', v_min, 'page', v_page, 'limit', v_limit,
+               'total', coalesce((select max(r.total) from ranked r), 0),
+               'items', coalesce((
+                   select json_agg(json_build_object(
+                              'rank', p.rnk, 'agentId', p.agent_id, 'name', d.name,
+                              'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
+                              'cancelled', p.cancelled, 'onTime', p.on_time,
+                              'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
+                              'onTimeRate', metrics.rate(p.on_time, p.delivered),
+                              'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
+                          order by p.rnk, p.agent_id)
+                     from page p left join core.delivery_agents d on d.id = p.agent_id), '[]'))
+      into v_result;
+    return v_result;
+end
+$$;
+comment on function api.agent_leaderboard(text, text, text, text, text, text, text, text) is $$Agent leaderboard
+Agents ranked over [from, to) by sort_by (deliveries, success_rate, on_time_rate, avg_delivery_minutes), sort_order asc|desc, ties sharing a rank; zip_code keeps the agents serving it; rate rankings need min_deliveries (default 5). Paged: page >= 1, page_size 1-100 (default 20).$$;
+grant execute on function api.agent_leaderboard(text, text, text, text, text, text, text, text) to admin, platform_admin;
+
+-- -------------------------------------------------------------------------------------------------
+-- GET /rpc/geographic_coverage?zip_code&page&page_size
+-- -------------------------------------------------------------------------------------------------
+
+create function api.geographic_coverage(zip_code text default null, page text default null, page_size text default null)
+returns json
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+    v_zip text := metrics.parse_zip(geographic_coverage.zip_code);
+    v_page integer := metrics.parse_int(geographic_coverage.page, 1, 1, 1000000, 'METRICS_INVALID_PAGE');
+    v_limit integer := metrics.parse_int(geographic_coverage.page_size, 20, 1, 100, 'METRICS_INVALID_LIMIT');
+    v_as_of timestamptz := metrics.as_of('geographic_coverage');
+    v_result json;
+begin
+    perform metrics.set_cache_control(metrics.seconds_to_refresh('geographic_coverage'));
+    with rows as (
+        select g.* from metrics.geographic_coverage g where v_zip is null or g.zip_code = v_zip
+    ), page as (
+        select r.* from rows r
+         order by r.uncovered desc, r.demand desc, r.zip_code
+         offset (v_page - 1)::bigint * v_limit limit v_limit
+    )
+    select json_build_object(
+               'asOf', v_as_of,
+               'from', (select min(g.d_from) from metrics.geographic_coverage g),
+               'to', (select min(g.d_to) from metrics.geographic_coverage g),
+               'page', v_page, 'limit', v_limit, 'total', (select count(*) from rows),
+               'items', coalesce((
+                   select json_agg(json_build_object(
+                              'zipCode', p.zip_code, 'uncovered', p.uncovered, 'activeAgents', p.active_agents,
+                              'demand', p.demand, 'deliveries', p.delivered, 'onTime', p.on_time,
+                              'onTimeRate', metrics.rate(p.on_time, p.delivered),
+                              'openOffers', p.open_offers,
+                              'oldestOfferMinutes', round((extract(epoch from v_as_of - p.oldest_offer_at) / 60)::numeric, 1))
+                          order by p.uncovered desc, p.demand desc, p.zip_code)
+                     from page p), '[]'))
+      into v_result;
+    return v_result;
+end
+$$;
+comment on function api.geographic_coverage(text, text, text) is $$Geographic coverage
+Per zip code over the last 30 days: active agents, demand (orders), deliveries, on-time rate, open offers and the oldest one's age in minutes; zip codes with demand and no active agent first. Paged: page, page_size.$$;
+grant execute on function api.geographic_coverage(text, text, text) to admin, platform_admin;
+
+-- -------------------------------------------------------------------------------------------------
+-- GET /rpc/sla_summary?from&to&zip_code&agent_id
+-- -------------------------------------------------------------------------------------------------
+
+create function metrics.sla_day(p_day date, p_delivered bigint, p_on_time bigint, p_minutes float8[])
+returns json
+language sql
+immutable
+as $$
+    select json_build_object('day', p_day, 'delivered', coalesce(p_delivered, 0), 'onTime', coalesce(p_on_time, 0),
+                             'breached', coalesce(p_delivered - p_on_time, 0),
+                             'onTimeRate', metrics.rate(p_on_time, p_delivered),
+                             'p50', round(p_minutes[1]::numeric, 2), 'p90', round(p_minutes[2]::numeric, 2),
+                             'p99', round(p_minutes[3]::numeric, 2))
+$$;
+comment on function metrics.sla_day(date, bigint, bigint, float8[]) is 'One day of the SLA summary''s series as JSON.';
+grant execute on function metrics.sla_day(date, bigint, bigint, float8[]) to admin, platform_admin;
+
+create function api.sla_summary("from" text default null, "to" text default null, zip_code text default null,
+                                agent_id text default null)
+returns json
+language plpgsql
+stable
+set search_path = ''
+as $$
+-- All zip codes: metrics.sla_summary (exact per day; exact for a standard window). One zip code:
+-- metrics.zip_daily; one agent: metrics.agent_daily (percentiles from minute histograms).
+declare
+    v_zip text := metrics.parse_zip(sla_summary.zip_code);
+    v_agent bigint;
+    v_from date;
+    v_to date;
+    v_as_of timestamptz;
+    v_method text;
+    v_days json;
+    v_delivered bigint;
+    v_on_time bigint;
+    v_us bigint;
+    v_p float8[];
+    v_open bigint;
+    v_past_due bigint;
+    v_now timestamptz := now();
+begin
+    if sla_summary.agent_id is not null then
+        if v_zip is not null then
+            perform metrics.raise_error('INVALID_ARGUMENT', 'give zip_code or agent_id, not both');
+        end if;
+        v_agent := metrics.resolve_agent(sla_summary.agent_id);
+    end if;
+    select p.d_from, p.d_to into v_from, v_to from metrics.parse_period(sla_summary."from", sla_summary."to") p;
+
+    if v_agent is null and v_zip is null then
+        v_as_of := metrics.as_of('sla_summary');
+        select s.delivered::bigint, s.on_time::bigint, s.delivery_us, s.minutes_p into v_delivered, v_on_time, v_us, v_p
+          from metrics.sla_summary s where s.grain = 'window' and s.d_from = v_from and s.d_to = v_to;
+        v_method := case when found then 'exact' else 'minute_histogram' end;
+        select coalesce(sum(s.open), 0), coalesce(sum(s.open_past_due), 0) into v_open, v_past_due
+          from metrics.sla_summary s where s.grain = 'open';
+        if v_method = 'minute_histogram' then
+            select coalesce(sum(s.delivered), 0) as delivered, coalesce(sum(s.on_time), 0) as on_time,
+                   coalesce(sum(s.delivery_us), 0)::bigint as delivery_us,
+                   metrics.hist_percentiles(array_agg(s.delivery_hist), array[0.5, 0.9, 0.99]) 
+              into v_delivered, v_on_time, v_us, v_p
+              from metrics.sla_summary s where s.grain = 'day' and s.d_from >= v_from and s.d_from < v_to;
+        end if;
+        select json_agg(metrics.sla_day(g.day::date, s.delivered, s.on_time, s.minutes_p) order by g.day) into v_days
+          from generate_series(v_from, v_to - 1, interval '1 day') g (day)
+          left join metrics.sla_summary s on s.grain = 'day' and s.zip_code = '' and s.d_from = g.day::date;
+        perform metrics.set_cache_control(metrics.seconds_to_refresh('sla_summary'));
+    elsif v_zip is not null then
+        v_as_of := metrics.as_of('sla_summary');  -- open / past due come from the view
+        v_method := 'minute_histogram';
+        select coalesce(sum(z.delivered), 0) as delivered, coalesce(sum(z.on_time), 0) as on_time,
+               coalesce(sum(z.delivery_us), 0)::bigint as delivery_us,
+               metrics.hist_percentiles(array_agg(z.delivery_hist), array[0.5, 0.9, 0.99]) 
+          into v_delivered, v_on_time, v_us, v_p
+          from metrics.zip_daily z where z.zip_code = v_zip and z.day >= v_from and z.day < v_to;
+        select coalesce(sum(s.open), 0), coalesce(sum(s.open_past_due), 0) into v_open, v_past_due
+          from metrics.sla_summary s where s.grain = 'open' and s.zip_code = v_zip;
+        select json_agg(metrics.sla_day(g.day::date, z.delivered, z.on_time,
+                                        metrics.hist_percentiles(array[z.delivery_hist], array[0.5, 0.9, 0.99])) order by g.day)
+          into v_days
+          from generate_series(v_from, v_to - 1, interval '1 day') g (day)
+          left join metrics.zip_daily z on z.zip_code = v_zip and z.day = g.day::date;
+        perform metrics.set_cache_control(metrics.seconds_to_refresh('sla_summary'));
+    else
+        v_as_of := v_now;
+        v_method := 'minute_histogram';
+        select coalesce(sum(a.delivered), 0) as delivered, coalesce(sum(a.on_time), 0) as on_time,
+               coalesce(sum(a.delivery_us), 0)::bigint as delivery_us,
+               metrics.hist_percentiles(array_agg(a.delivery_hist), array[0.5, 0.9, 0.99]) 
+          into v_delivered, v_on_time, v_us, v_p
+          from metrics.agent_daily a where a.agent_id = v_agent and a.day >= v_from and a.day < v_to;
+        select count(*), count(*) filter (where a.sla_due_at < v_now) into v_open, v_past_due
+          from core.shipping_assignments a
+         where a.agent_id = v_agent and a.status in ('ACCEPTED', 'PICKED_UP', 'IN_TRANSIT');
+        select json_agg(metrics.sla_day(g.day::date, a.delivered, a.on_time,
+                                        metrics.hist_percentiles(array[a.delivery_hist], array[0.5, 0.9, 0.99])) order by g.day)
+          into v_days
+          from generate_series(v_from, v_to - 1, interval '1 day') g (day)
+          left join metrics.agent_daily a on a.agent_id = v_agent and a.day = g.day::date;
+        perform metrics.set_cache_control(0);
+    end if;
+    return json_build_object(
+        'asOf', v_as_of, 'from', v_from, 'to', v_to, 'zipCode', v_zip, 'agentId', v_agent,
+        'delivered', v_delivered, 'onTime', v_on_time, 'breached', v_delivered - v_on_time,
+        'onTimeRate', metrics.rate(v_on_time, v_delivered),
+        'deliveryMinutes', json_build_object('mean', metrics.mean_minutes(v_us, v_delivered),
+                                             'p50', round(v_p[1]::numeric, 2), 'p90', round(v_p[2]::numeric, 2),
+                                             'p99', round(v_p[3]::numeric, 2)),
+        'percentiles', v_method, 'dailyPercentiles', case when v_agent is null and v_zip is null then 'exact' else 'minute_histogram' end,
+        'open', v_open, 'openPastDue', v_past_due,
+        'daily', coalesce(v_days, '[]'));
+end
+$$;
+comment on function api.sla_summary(text, text, text, text) is $$SLA summary
+Over [from, to) (UTC dates, default the last 30 days), all zip codes or one zip_code or one agent_id: delivered, on time, breached, on-time rate, delivery time p50/p90/p99 (minutes), open assignments and those already past due, and the same per day.$$;
+grant execute on function api.sla_summary(text, text, text, text) to admin, platform_admin;
+
+-- -------------------------------------------------------------------------------------------------
+-- GET /rpc/agent_activity?agent_id&before&page_size  (plan: GET /api/admin/agents/:id/activity)
+-- -------------------------------------------------------------------------------------------------
+
+create function api.agent_activity(agent_id text default null, before text default null, page text default null,
+                                   page_size text default null)
+returns json
+language plpgsql
+stable
+set search_path = ''
+as $$
+-- Newest first. Keyset: `before` = the nextCursor of the previous page ("<microseconds since the
+-- epoch>:<history id>"), so page 1,000 costs what page 1 costs (an index range from the cursor);
+-- page = n pages by offset instead.
+declare
+    v_agent bigint := metrics.resolve_agent(agent_activity.agent_id);
+    v_limit integer := metrics.parse_int(agent_activity.page_size, 20, 1, 100, 'METRICS_INVALID_LIMIT');
+    v_page integer := metrics.parse_int(agent_activity.page, 1, 1, 1000000, 'METRICS_INVALID_PAGE');
+    v_at timestamptz;
+    v_id bigint;
+    v_items json;
+    v_next text;
+begin
+    if agent_activity.before is not null then
+        if agent_activity.before !~ '^-?[0-9]{1,18}:[0-9]{1,18}$' then
+            perform metrics.raise_error('METRICS_INVALID_CURSOR', agent_activity.before);
+        end if;
+        v_at := timestamptz 'epoch' + split_part(agent_activity.before, ':', 1)::bigint * interval '1 microsecond';
+        v_id := split_part(agent_activity.before, ':', 2)::bigint;
+        v_page := null;
+    end if;
+    perform metrics.set_cache_control(0);
+    with page as (
+        select h.id, h.assignment_id, h.order_id, h.from_status, h.to_status, h.actor, h.reason, h.created_at
+          from core.assignment_status_history h
+         where h.agent_id = v_agent
+           and (v_at is null or (h.created_at, h.id) < (v_at, v_id))
+         order by h.created_at desc, h.id desc
+         offset case when v_at is null then (v_page - 1)::bigint * v_limit else 0 end
+         limit v_limit
+    ), shaped as (
+        select p.*, metrics.micros(p.created_at - timestamptz 'epoch')::text || ':' || p.id as cursor from page p
+    )
+    select json_agg(json_build_object('id', s.id, 'assignmentId', s.assignment_id, 'orderId', s.order_id,
+                                      'fromStatus', s.from_status, 'toStatus', s.to_status, 'actor', s.actor,
+                                      'reason', s.reason, 'at', s.created_at, 'cursor', s.cursor)
+                    order by s.created_at desc, s.id desc),
+           (array_agg(s.cursor order by s.created_at, s.id))[1]
+      into v_items, v_next
+      from shaped s;
+    return json_build_object(
+        'asOf', now(), 'agentId', v_agent, 'page', v_page, 'limit', v_limit,
+        'total', (select count(*) from core.assignment_status_history h where h.agent_id = v_agent),
+        'nextCursor', case when json_array_length(coalesce(v_items, '[]')) = v_limit then v_next end,
+        'items', coalesce(v_items, '[]'));
+end
+$$;
+comment on function api.agent_activity(text, text, text, text) is $$Agent activity
+An agent's status history, newest first: keyset paging with before = the previous answer's nextCursor (page also accepted), page_size 1-100 (default 20). Agents may read only their own.$$;
+grant execute on function api.agent_activity(text, text, text, text) to admin, platform_admin, agent;
+
+-- -------------------------------------------------------------------------------------------------
+-- POST /rpc/refresh_metrics {view?}   GET /rpc/health_metrics   (admins)
+-- -------------------------------------------------------------------------------------------------
+
+create function api.refresh_metrics(view text default null)
+returns json
+language sql
+volatile
+security definer
+set search_path = ''
+as $$
+    select json_build_object('refreshed', coalesce(json_agg(json_build_object(
+               'view', r.view_name, 'asOf', r.as_of, 'durationMs', r.duration_ms) order by r.view_name), '[]'))
+      from metrics.refresh(refresh_metrics.view, 'api') r
+$$;
+comment on function api.refresh_metrics(text) is $$Refresh metrics views now
+view: leaderboard, sla_summary or geographic_coverage (all when omitted). Answers each view's new as-of and the refresh's duration.$$;
+grant execute on function api.refresh_metrics(text) to admin, platform_admin;
+
+create function api.health_metrics()
+returns json
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+-- Each view's as-of, age and last refresh duration; each pg_cron job's last run and status (when
+-- pg_cron lives in this database).
+declare
+    v_jobs json;
+    v_cron boolean := exists (select 1 from pg_catalog.pg_extension e where e.extname = 'pg_cron')
+                      and pg_catalog.has_schema_privilege('cron', 'USAGE');
+begin
+    if v_cron then
+        execute $q$
+            select coalesce(json_agg(json_build_object(
+                       'view', v.name, 'jobName', v.cron_job, 'schedule', j.schedule, 'active', j.active,
+                       'lastRunStart', r.start_time, 'lastRunEnd', r.end_time, 'lastStatus', r.status,
+                       'lastMessage', r.return_message) order by v.name), '[]')
+              from metrics.views v
+              left join cron.job j on j.jobname = v.cron_job
+              left join lateral (select d.start_time, d.end_time, d.status, d.return_message
+                                   from cron.job_run_details d where d.jobid = j.jobid
+                                  order by d.start_time desc nulls last limit 1) r on true
+        $q$ into v_jobs;
+    end if;
+    return json_build_object(
+        'asOf', now(),
+        'cron', json_build_object('installed', v_cron, 'jobs', v_jobs),
+        'views', (select json_agg(json_build_object(
+                      'view', v.name, 'ttlMinutes', v.ttl_minutes, 'cronJob', v.cron_job,
+                      'asOf', l.as_of, 'ageSeconds', round(extract(epoch from now() - l.as_of)::numeric, 1),
+                      'stale', l.as_of is null or now() - l.as_of > 2 * v.ttl_minutes * interval '1 minute',
+                      'lastDurationMs', l.duration_ms, 'lastSource', l.source,
+                      'nextRefreshSeconds', metrics.seconds_to_refresh(v.name)) order by v.name)
+                    from metrics.views v
+                    left join lateral (select * from metrics.refresh_log x where x.view_name = v.name
+                                        order by x.as_of desc limit 1) l on true));
+end
+$$;
+comment on function api.health_metrics() is $$Metrics health
+Each metrics view's as-of, age, staleness (older than twice its TTL) and last refresh duration, and each pg_cron job's schedule, last run and status.$$;
+grant execute on function api.health_metrics() to admin, platform_admin;

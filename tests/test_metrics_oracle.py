@@ -1,0 +1,348 @@
+"""The five metrics endpoints against the oracle (tests/metrics_oracle.py): a small data set with the
+edge cases of docs/metrics.md, built through the real transition functions (so the rollup triggers
+keep the rollups), each figure recomputed from the raw rows in Python and compared."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import psycopg
+import pytest
+
+from tests import metrics_oracle as o
+from tests.factories import confirmed_order, one
+
+Z1, Z2, Z3 = "31001", "31002", "31003"
+_n = itertools.count(1)
+
+
+def _agent(conn: psycopg.Connection, name: str, zips: list[str], status: str = "ACTIVE") -> int:
+    return one(
+        conn,
+        "insert into core.delivery_agents (name, serviceable_zip_codes, status) values (%s, %s, %s) returning id",
+        [name, zips, status],
+    )[0]
+
+
+class World:
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        n = next(_n)
+        self.customer = one(
+            conn,
+            "insert into core.customers (name, email) values ('C', %s) returning id",
+            [f"oracle{n}@example.test"],
+        )[0]
+        self.seller = one(conn, "insert into core.sellers (name) values ('S') returning id")[0]
+        self.today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    def at(self, days: int, hh: int, mm: int = 0) -> dt.datetime:
+        return self.today + dt.timedelta(days=days, hours=hh, minutes=mm)
+
+    def offer(self, zip_code: str, t: dt.datetime, sla: dt.datetime) -> int:
+        p = {"customer": self.customer, "seller": self.seller, "zip": zip_code}
+        order_id, _ = confirmed_order(self.conn, p)
+        return one(self.conn, "select id from core.offer_assignment(%s, %s, null, %s)", [order_id, sla, t])[0]
+
+    def run(
+        self,
+        agent: int,
+        zip_code: str,
+        steps: list[tuple[str, dt.datetime]],
+        offered: dt.datetime,
+        sla: dt.datetime,
+    ) -> int:
+        """Offer at `offered`, then each (status, when) of steps: ACCEPTED, PICKED_UP, …"""
+        a = self.offer(zip_code, offered, sla)
+        for status, when in steps:
+            if status == "ACCEPTED":
+                self.conn.execute("select core.accept_assignment(%s, %s, null, %s)", [a, agent, when])
+            else:
+                reason = "flat tyre" if status == "FAILED" else None
+                self.conn.execute(
+                    "select core.advance_assignment(%s, %s, %s, %s, null, %s)",
+                    [a, status, agent, reason, when],
+                )
+        return a
+
+    def deliver(self, agent: int, zip_code: str, offered, accepted, delivered, sla) -> int:
+        mid = accepted + (delivered - accepted) / 3
+        return self.run(
+            agent,
+            zip_code,
+            [("ACCEPTED", accepted), ("PICKED_UP", mid), ("IN_TRANSIT", mid), ("DELIVERED", delivered)],
+            offered,
+            sla,
+        )
+
+
+@pytest.fixture
+def world(conn: psycopg.Connection) -> dict:
+    w = World(conn)
+    ag = {k: _agent(conn, f"Oracle {k}", [Z1]) for k in "ABCDEFG"}
+    ag["K"] = _agent(conn, "Oracle K", [Z3])
+    ag["H"] = _agent(conn, "Oracle H (inactive)", [Z2], "INACTIVE")
+    # A: on time exactly at the SLA; late; accepted 23:50, delivered 00:10 the next day (midnight UTC)
+    w.deliver(ag["A"], Z1, w.at(-3, 10), w.at(-3, 10, 10), w.at(-3, 20), w.at(-3, 20))
+    w.deliver(ag["A"], Z1, w.at(-2, 8), w.at(-2, 8, 30), w.at(-1, 9), w.at(-2, 20))
+    w.deliver(ag["A"], Z1, w.at(-2, 23), w.at(-2, 23, 50), w.at(-1, 0, 10), w.at(-1, 12))
+    # B: everything failed (once after pick-up), and one accepted then cancelled
+    w.run(ag["B"], Z1, [("ACCEPTED", w.at(-2, 9)), ("FAILED", w.at(-2, 11))], w.at(-2, 8, 57), w.at(-1, 8))
+    w.run(
+        ag["B"],
+        Z1,
+        [("ACCEPTED", w.at(-1, 9)), ("PICKED_UP", w.at(-1, 10)), ("FAILED", w.at(-1, 13))],
+        w.at(-1, 8),
+        w.at(0, 8),
+    )
+    w.run(
+        ag["B"], Z1, [("ACCEPTED", w.at(-1, 14)), ("CANCELLED", w.at(-1, 15))], w.at(-1, 13, 59), w.at(1, 8)
+    )
+    # C: no delivery; one assignment in transit and already past its SLA
+    w.run(
+        ag["C"],
+        Z1,
+        [("ACCEPTED", w.at(-1, 10)), ("PICKED_UP", w.at(-1, 10, 30)), ("IN_TRANSIT", w.at(-1, 11))],
+        w.at(-1, 9, 30),
+        w.at(-1, 12),
+    )
+    # D and E: ties on every figure
+    for k in "DE":
+        for d in (-3, -2):
+            w.deliver(ag[k], Z1, w.at(d, 9), w.at(d, 9, 5), w.at(d, 10, 5), w.at(d, 18))
+    # G: 5 deliveries, 4 on time; K: 1 of 1 on time (in Z3), below the default threshold of 5
+    for i in range(5):
+        late = i == 4
+        w.deliver(ag["G"], Z1, w.at(-2, 6 + i), w.at(-2, 6 + i, 7 * i), w.at(-2, 12 + i, i),
+                  w.at(-2, 11 if late else 20))  # fmt: skip
+    w.deliver(ag["K"], Z3, w.at(-1, 6), w.at(-1, 6, 1), w.at(-1, 7), w.at(-1, 20))
+    # offers nobody accepted: one still open (the oldest), one cancelled; demand in Z2, no active agent
+    w.offer(Z1, w.at(-1, 6), w.at(1, 6))
+    cancelled = w.offer(Z1, w.at(-1, 7), w.at(1, 7))
+    conn.execute(
+        "select core.advance_assignment(%s, 'CANCELLED', null, null, null, %s)", [cancelled, w.at(-1, 8)]
+    )
+    conn.execute(
+        "insert into core.orders (customer_id, seller_id, ship_to_zip, amount, currency) values (%s, %s, %s, 100, 'EUR')",
+        [w.customer, w.seller, Z2],
+    )
+    conn.execute("select metrics.refresh()")
+    return {"agents": ag, "today": w.today.date(), "raw": o.rows(conn)}
+
+
+def test_rollups_equal_the_oracle_and_a_rebuild(conn: psycopg.Connection, world: dict) -> None:
+    agent, zips = o.rollups(world["raw"])
+    assert o.table(conn, "agent_daily", "agent_id") == agent
+    assert o.table(conn, "zip_daily", "zip_code") == zips
+    conn.execute("select metrics.rebuild_rollups()")
+    assert o.table(conn, "agent_daily", "agent_id") == agent
+    assert o.table(conn, "zip_daily", "zip_code") == zips
+
+
+def _periods(today: dt.date) -> list[tuple[str | None, str | None, dt.date, dt.date]]:
+    d = dt.timedelta
+    return [
+        (None, None, today - d(days=29), today + d(days=1)),  # the default: a standard window
+        (str(today - d(days=1)), str(today), today - d(days=1), today),  # one day, after midnight
+        (str(today - d(days=3)), str(today - d(days=1)), today - d(days=3), today - d(days=1)),
+    ]
+
+
+def test_agent_metrics(conn: psycopg.Connection, world: dict) -> None:
+    raw = world["raw"]
+    for key, agent in world["agents"].items():
+        for f, t, d_from, d_to in _periods(world["today"]):
+            body, headers = o.call(conn, "agent_metrics", agent_id=str(agent), **{"from": f, "to": t})
+            as_of = dt.datetime.fromisoformat(body["asOf"])
+            exp = o.agent_figures(raw, agent, d_from, d_to, as_of)
+            where = f"agent {key} [{d_from}, {d_to})"
+            assert body["assignments"] == {
+                k: exp[k] for k in ("accepted", "delivered", "failed", "cancelled")
+            }, where
+            for k in ("onTime", "slaBreaches", "successRate", "onTimeRate", "openPastDue"):
+                assert body[k] == exp[k], (where, k)
+            assert body["deliveryMinutes"]["mean"] == exp["meanDelivery"], where
+            assert o.close(body["deliveryMinutes"]["p50"], exp["p50"]), where
+            assert o.close(body["deliveryMinutes"]["p90"], exp["p90"]), where
+            assert body["acceptanceMinutes"]["mean"] == exp["meanAcceptance"], where
+            assert o.close(body["acceptanceMinutes"]["p50"], exp["acceptanceP50"]), where
+            assert [x["day"] for x in body["daily"]] == [
+                str(d_from + dt.timedelta(days=i)) for i in range((d_to - d_from).days)
+            ]
+            for x in body["daily"]:
+                dd = dt.date.fromisoformat(x["day"])
+                e = o.agent_figures(raw, agent, dd, dd + dt.timedelta(days=1), as_of)
+                assert (x["accepted"], x["delivered"], x["failed"], x["onTime"], x["successRate"]) == (
+                    e["accepted"], e["delivered"], e["failed"], e["onTime"], e["successRate"]), (where, dd)  # fmt: skip
+            assert headers == [{"Cache-Control": "max-age=0"}]
+    # the edge cases really are in the data set
+    a = o.call(conn, "agent_metrics", agent_id=str(world["agents"]["A"]))[0]
+    assert (a["assignments"]["delivered"], a["onTime"]) == (3, 2)  # the one exactly at the SLA is on time
+    b = o.call(conn, "agent_metrics", agent_id=str(world["agents"]["B"]))[0]
+    assert (b["successRate"], b["onTimeRate"], b["assignments"]["cancelled"]) == (0.0, None, 1)
+    f = o.call(conn, "agent_metrics", agent_id=str(world["agents"]["F"]))[0]
+    assert (f["successRate"], f["onTimeRate"], f["deliveryMinutes"]["p50"]) == (None, None, None)
+    c = o.call(conn, "agent_metrics", agent_id=str(world["agents"]["C"]))[0]
+    assert c["openPastDue"] == 1
+
+
+def _expected_board(raw, agents, d_from, d_to, sort_by, order, min_n, zip_agents=None) -> list[tuple]:
+    rowsets = []
+    for agent in agents:
+        if zip_agents is not None and agent not in zip_agents:
+            continue
+        e = o.agent_figures(raw, agent, d_from, d_to, dt.datetime.now(dt.UTC))
+        if not (e["accepted"] or e["delivered"] or e["failed"] or e["cancelled"]):
+            continue  # no row in the period
+        dl, fl = e["delivered"], e["failed"]
+        mine = [r for r in raw if r["agent_id"] == agent and r["status"] == "DELIVERED"
+                and o.in_period(r["delivered_at"], d_from, d_to)]  # fmt: skip
+        if sort_by == "deliveries":
+            v = dl
+        elif sort_by == "success_rate":
+            if dl + fl < min_n:
+                continue
+            v = dl / (dl + fl)
+        elif dl < min_n:
+            continue
+        elif sort_by == "on_time_rate":
+            v = e["onTime"] / dl
+        else:
+            v = sum(o.micros(o.delivery_time(r)) for r in mine) / dl
+        rowsets.append((-v if order == "desc" else v, agent, e))
+    out = []
+    for key, agent, e in sorted(rowsets, key=lambda x: (x[0], x[1])):
+        rank = 1 + sum(1 for k, _, _ in rowsets if k < key)
+        out.append((rank, agent, e["delivered"], e["failed"], e["onTime"], e["successRate"], e["onTimeRate"]))
+    return out
+
+
+@pytest.mark.parametrize("sort_by", ["deliveries", "success_rate", "on_time_rate", "avg_delivery_minutes"])
+def test_agent_leaderboard(conn: psycopg.Connection, world: dict, sort_by: str) -> None:
+    raw, agents = world["raw"], list(world["agents"].values())
+    z1_agents = {a for k, a in world["agents"].items() if k in "ABCDEFG"}
+    for f, t, d_from, d_to in _periods(world["today"]):
+        for order, min_n, zip_code in [
+            ("desc", 1, None),
+            ("asc", 1, None),
+            ("desc", 5, None),
+            ("desc", 1, Z1),
+        ]:
+            body, headers = o.call(
+                conn, "agent_leaderboard", sort_by=sort_by, sort_order=order, min_deliveries=str(min_n),
+                zip_code=zip_code, page_size="100", **{"from": f, "to": t},
+            )  # fmt: skip
+            exp = _expected_board(raw, agents, d_from, d_to, sort_by, order, min_n,
+                                  z1_agents if zip_code else None)  # fmt: skip
+            got = [(i["rank"], i["agentId"], i["deliveries"], i["failed"], i["onTime"], i["successRate"],
+                    i["onTimeRate"]) for i in body["items"]]  # fmt: skip
+            assert got == exp, (sort_by, order, min_n, zip_code, d_from, d_to)
+            assert body["total"] == len(exp)
+            standard = f is None
+            max_age = headers[0]["Cache-Control"]
+            assert (max_age != "max-age=0") == standard, (max_age, f)
+    # ties share a rank; a 1-of-1 agent does not top a rate ranking at the default threshold
+    board = o.call(conn, "agent_leaderboard", sort_by=sort_by, min_deliveries="1", page_size="100")[0]
+    ranks = {i["agentId"]: i["rank"] for i in board["items"]}
+    assert ranks[world["agents"]["D"]] == ranks[world["agents"]["E"]]
+    if sort_by != "deliveries":
+        default = o.call(conn, "agent_leaderboard", sort_by=sort_by, page_size="100")[0]
+        assert [i["agentId"] for i in default["items"]] == [world["agents"]["G"]]
+
+
+def test_agent_leaderboard_pages(conn: psycopg.Connection, world: dict) -> None:
+    whole = o.call(conn, "agent_leaderboard", page_size="100")[0]["items"]
+    assert len(whole) >= 6
+    pages = [o.call(conn, "agent_leaderboard", page=str(p), page_size="2")[0] for p in range(1, 6)]
+    assert [i for p in pages for i in p["items"]][: len(whole)] == whole
+    assert all(p["total"] == len(whole) and p["limit"] == 2 for p in pages)
+    past = o.call(conn, "agent_leaderboard", page="99", page_size="2")[0]
+    assert past["items"] == [] and past["total"] == len(whole)
+
+
+def test_sla_summary(conn: psycopg.Connection, world: dict) -> None:
+    raw = world["raw"]
+    a_agent = world["agents"]["A"]
+    cases = []
+    for f, t, d_from, d_to in _periods(world["today"]):
+        cases += [({"from": f, "to": t}, d_from, d_to, lambda r: True, f is None),
+                  ({"from": f, "to": t, "zip_code": Z1}, d_from, d_to, lambda r: r["zip_code"] == Z1, False),
+                  ({"from": f, "to": t, "agent_id": str(a_agent)}, d_from, d_to,
+                   lambda r: r["agent_id"] == a_agent, False)]  # fmt: skip
+    for args, d_from, d_to, keep, exact in cases:
+        body, _ = o.call(conn, "sla_summary", **args)
+        as_of = dt.datetime.fromisoformat(body["asOf"])
+        mine = [r for r in raw if keep(r)]
+        dlv = [r for r in mine if r["status"] == "DELIVERED" and o.in_period(r["delivered_at"], d_from, d_to)]
+        on_time = sum(r["delivered_at"] <= r["sla_due_at"] for r in dlv)
+        times = [o.delivery_time(r) for r in dlv]
+        statuses = o.OPEN if "agent_id" not in args else o.OPEN[1:]
+        opened = [r for r in mine if r["status"] in statuses]
+        where = (args, d_from, d_to)
+        assert (body["delivered"], body["onTime"], body["breached"]) == (
+            len(dlv),
+            on_time,
+            len(dlv) - on_time,
+        ), where
+        assert body["onTimeRate"] == o.rate(on_time, len(dlv)), where
+        assert body["percentiles"] == ("exact" if exact else "minute_histogram"), where
+        pct = o.exact_pct if exact else o.hist_pct
+        for p, k in ((0.5, "p50"), (0.9, "p90"), (0.99, "p99")):
+            assert o.close(body["deliveryMinutes"][k], pct(times, p)), (where, k)
+        assert body["open"] == len(opened), where
+        assert body["openPastDue"] == sum(r["sla_due_at"] < as_of for r in opened), where
+        for x in body["daily"]:
+            dd = dt.date.fromisoformat(x["day"])
+            dd_dlv = [r for r in dlv if o.day(r["delivered_at"]) == dd]
+            dpct = o.exact_pct if ("zip_code" not in args and "agent_id" not in args) else o.hist_pct
+            assert x["delivered"] == len(dd_dlv), (where, dd)
+            assert o.close(x["p50"], dpct([o.delivery_time(r) for r in dd_dlv], 0.5)), (where, dd)
+
+
+def test_geographic_coverage(conn: psycopg.Connection, world: dict) -> None:
+    body, headers = o.call(conn, "geographic_coverage", page_size="100")
+    as_of = dt.datetime.fromisoformat(body["asOf"])
+    raw = world["raw"]
+    items = {i["zipCode"]: i for i in body["items"]}
+    assert body["items"][0]["zipCode"] == Z2 and body["items"][0]["uncovered"] is True
+    assert not any(i["uncovered"] for i in body["items"][1:])
+    for z in (Z1, Z3):
+        mine = [r for r in raw if r["zip_code"] == z]
+        dlv = [r for r in mine if r["status"] == "DELIVERED"]
+        offers = [r for r in mine if r["status"] == "OFFERED"]
+        it = items[z]
+        assert it["deliveries"] == len(dlv)
+        assert it["onTime"] == sum(r["delivered_at"] <= r["sla_due_at"] for r in dlv)
+        assert it["openOffers"] == len(offers)
+        if offers:
+            oldest = min(r["created_at"] for r in offers)
+            assert o.close(it["oldestOfferMinutes"], (as_of - oldest).total_seconds() / 60, 0.06)
+        assert it["demand"] == one(conn, "select count(*) from core.orders where ship_to_zip = %s", [z])[0]
+    assert items[Z1]["activeAgents"] == 7 and items[Z2]["activeAgents"] == 0
+    assert headers[0]["Cache-Control"].startswith("max-age=")
+    only = o.call(conn, "geographic_coverage", zip_code=Z3)[0]
+    assert [i["zipCode"] for i in only["items"]] == [Z3] and only["total"] == 1
+
+
+def test_agent_activity_keyset_and_pages(conn: psycopg.Connection, world: dict) -> None:
+    agent = world["agents"]["A"]
+    steps = conn.execute(
+        "select id from core.assignment_status_history where agent_id = %s order by created_at desc, id desc",
+        [agent],
+    ).fetchall()
+    expected = [s[0] for s in steps]
+    assert len(expected) >= 10
+    seen, before = [], None
+    while True:
+        body = o.call(conn, "agent_activity", agent_id=str(agent), before=before, page_size="3")[0]
+        assert body["total"] == len(expected)
+        seen += [i["id"] for i in body["items"]]
+        before = body["nextCursor"]
+        if before is None:
+            break
+    assert seen == expected
+    by_page = [
+        o.call(conn, "agent_activity", agent_id=str(agent), page=str(p), page_size="3")[0] for p in (1, 2)
+    ]
+    assert [i["id"] for b in by_page for i in b["items"]] == expected[:6]
