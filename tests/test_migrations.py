@@ -76,7 +76,10 @@ def test_landed_migrations_are_unchanged() -> None:
         digest, name = line.split()
         recorded[name] = digest
     files = sorted(p.name for p in migrate.MIGRATIONS_DIR.glob("*.sql") if p.name != "post-apply.sql")
-    unrecorded = [f for f in files if f not in recorded]
+    # A branch's own, not yet landed migration is numbered after every landed one: it may stay
+    # unpinned until it lands. An unpinned file numbered among the landed ones is an edit.
+    last_landed = max(name.split(".")[0] for name in recorded)
+    unrecorded = [f for f in files if f not in recorded and f.split(".")[0] <= last_landed]
     assert not unrecorded, (
         f"new migration(s) {unrecorded}: add `sha256sum` lines to {LANDED.name} as they land"
     )

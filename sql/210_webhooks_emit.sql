@@ -1,0 +1,286 @@
+-- =================================================================================================
+-- 210 Webhooks: emission inside the business transaction
+-- An AFTER trigger on each business status change writes the event and one delivery per subscription
+-- to its type (PENDING if ACTIVE, SKIPPED if DISABLED) in the same transaction: an event exists if
+-- and only if its change committed. Triggers with WHEN clauses: other changes cost no function call.
+-- Seeding runs with session_replication_role = replica, so history is not news (no event at all).
+--
+-- Wake-up ("notify only when it matters"): NOTIFY takes a cluster-wide lock at commit and serialises
+-- every committing transaction that sent one (bench/outbox.py measured it). So a commit notifies only
+-- when a dispatcher has said it is idle (webhooks.arm_wakeup sets webhooks.wakeup.armed); the first
+-- commit with new PENDING work disarms the flag and notifies, every other commit only reads one row.
+-- The check runs in a deferred constraint trigger, i.e. at COMMIT, so the window in which a commit
+-- can miss a dispatcher that is arming is the few microseconds between that check and the commit
+-- record; the dispatcher's periodic sweep (30 s) covers it. Channel: webhooks, empty payload.
+-- =================================================================================================
+
+create function webhooks.iso_time(p_at timestamptz)
+returns text
+language sql
+stable
+set search_path = ''
+as $$
+    -- RFC 3339 in UTC with microseconds, whatever the session's TimeZone: payload bytes never vary.
+    select to_char(p_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+$$;
+comment on function webhooks.iso_time(timestamptz) is 'A timestamp as RFC 3339 UTC text (payload format).';
+
+-- -------------------------------------------------------------------------------------------------
+-- The entity after the change, camelCase, amounts as integers beside their currency
+-- -------------------------------------------------------------------------------------------------
+
+create function webhooks.order_data(p core.orders)
+returns jsonb
+language sql
+stable
+set search_path = ''
+as $$
+    select jsonb_build_object(
+        'id', p.id, 'customerId', p.customer_id, 'sellerId', p.seller_id, 'shipToZip', p.ship_to_zip,
+        'amount', p.amount, 'currency', p.currency, 'status', p.status, 'version', p.version,
+        'createdAt', webhooks.iso_time(p.created_at), 'updatedAt', webhooks.iso_time(p.updated_at),
+        'confirmedAt', webhooks.iso_time(p.confirmed_at), 'shippedAt', webhooks.iso_time(p.shipped_at),
+        'deliveredAt', webhooks.iso_time(p.delivered_at), 'cancelledAt', webhooks.iso_time(p.cancelled_at))
+$$;
+comment on function webhooks.order_data(core.orders) is 'The data of an order.* event: the order after the change.';
+
+create function webhooks.payment_data(p core.payments)
+returns jsonb
+language sql
+stable
+set search_path = ''
+as $$
+    select jsonb_build_object(
+        'id', p.id, 'orderId', p.order_id, 'amount', p.amount, 'currency', p.currency,
+        'status', p.status, 'providerRef', p.provider_ref, 'feeAmount', p.fee_amount,
+        'failureReason', p.failure_reason, 'createdAt', webhooks.iso_time(p.created_at),
+        'updatedAt', webhooks.iso_time(p.updated_at), 'capturedAt', webhooks.iso_time(p.captured_at),
+        'failedAt', webhooks.iso_time(p.failed_at))
+$$;
+comment on function webhooks.payment_data(core.payments) is 'The data of a payment.* event: the payment after the change.';
+
+create function webhooks.refund_data(p core.refunds)
+returns jsonb
+language sql
+stable
+set search_path = ''
+as $$
+    -- A refund has no currency of its own: it is its payment's.
+    select jsonb_build_object(
+        'id', p.id, 'paymentId', p.payment_id, 'orderId', pay.order_id, 'amount', p.amount,
+        'currency', pay.currency, 'status', p.status, 'reason', p.reason, 'failureReason', p.failure_reason,
+        'createdAt', webhooks.iso_time(p.created_at), 'updatedAt', webhooks.iso_time(p.updated_at),
+        'completedAt', webhooks.iso_time(p.completed_at), 'failedAt', webhooks.iso_time(p.failed_at))
+      from core.payments pay
+     where pay.id = p.payment_id
+$$;
+comment on function webhooks.refund_data(core.refunds) is 'The data of a refund.* event: the refund after the change, with its payment''s currency.';
+
+create function webhooks.shipment_data(p core.shipping_assignments)
+returns jsonb
+language sql
+stable
+set search_path = ''
+as $$
+    select jsonb_build_object(
+        'id', p.id, 'orderId', p.order_id, 'agentId', p.agent_id, 'zipCode', p.zip_code,
+        'status', p.status, 'slaDueAt', webhooks.iso_time(p.sla_due_at), 'failureReason', p.failure_reason,
+        'createdAt', webhooks.iso_time(p.created_at), 'updatedAt', webhooks.iso_time(p.updated_at),
+        'acceptedAt', webhooks.iso_time(p.accepted_at), 'pickedUpAt', webhooks.iso_time(p.picked_up_at),
+        'inTransitAt', webhooks.iso_time(p.in_transit_at), 'deliveredAt', webhooks.iso_time(p.delivered_at),
+        'failedAt', webhooks.iso_time(p.failed_at))
+$$;
+comment on function webhooks.shipment_data(core.shipping_assignments) is
+    'The data of a shipment.* event: the shipping assignment after the change.';
+
+-- -------------------------------------------------------------------------------------------------
+-- emit: one event, one delivery per subscription to its type
+-- -------------------------------------------------------------------------------------------------
+
+create function webhooks.emit(
+    p_event_type text,
+    p_aggregate_id bigint,
+    p_idempotency_key text,
+    p_data jsonb,
+    p_occurred_at timestamptz
+)
+returns uuid
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+-- Write the event (payload serialized once, here) and its deliveries. A repeated idempotency key is
+-- the same fact again: nothing is written and null is returned. Runs as the owner (SECURITY
+-- DEFINER): whoever changes a business row, the outbox is written.
+declare
+    v_id uuid := gen_random_uuid();
+begin
+    insert into webhooks.events (id, event_type, aggregate_type, aggregate_id, idempotency_key, occurred_at, body)
+    select v_id, t.event_type, t.aggregate_type, p_aggregate_id, p_idempotency_key, p_occurred_at,
+           jsonb_build_object('eventId', v_id, 'eventType', t.event_type,
+                              'timestamp', webhooks.iso_time(p_occurred_at),
+                              'idempotencyKey', p_idempotency_key, 'data', p_data)::text
+      from webhooks.event_types t
+     where t.event_type = p_event_type
+    on conflict (idempotency_key) do nothing;
+    if not found then
+        return null;
+    end if;
+    -- Subscriptions are few (tens): a sequential scan with the array test is the cheapest plan.
+    insert into webhooks.deliveries (event_id, subscription_id, status, next_attempt_at, finished_at)
+    select v_id, s.id,
+           case s.status when 'ACTIVE' then 'PENDING' else 'SKIPPED' end,
+           case s.status when 'ACTIVE' then now() end,
+           case s.status when 'ACTIVE' then null else now() end
+      from webhooks.subscriptions s
+     where s.event_types @> array[p_event_type];
+    return v_id;
+end
+$$;
+comment on function webhooks.emit(text, bigint, text, jsonb, timestamptz) is
+    'Write one event and a delivery per subscription to its type (PENDING, or SKIPPED if disabled); idempotent on the key.';
+
+-- -------------------------------------------------------------------------------------------------
+-- Emission triggers on the business tables
+-- -------------------------------------------------------------------------------------------------
+
+create function webhooks.tg_orders__emit()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+-- AFTER UPDATE OF status: order.confirmed (from PENDING), order.cancelled, order.delivered.
+-- Key: type:order:id:vVERSION (a re-confirmation after a failed delivery is not order.confirmed).
+declare
+    v_type text := case new.status when 'CONFIRMED' then 'order.confirmed'
+                                   when 'CANCELLED' then 'order.cancelled'
+                                   when 'DELIVERED' then 'order.delivered' end;
+begin
+    if v_type is not null and (new.status <> 'CONFIRMED' or old.status = 'PENDING') then
+        perform webhooks.emit(v_type, new.id, v_type || ':order:' || new.id || ':v' || new.version,
+                              webhooks.order_data(new), new.updated_at);
+    end if;
+    return null;
+end
+$$;
+comment on function webhooks.tg_orders__emit() is 'Trigger: emits order.confirmed, order.cancelled and order.delivered.';
+create trigger _200_emit_webhook
+    after update of status on core.orders
+    for each row
+    when (new.status is distinct from old.status and new.status in ('CONFIRMED', 'CANCELLED', 'DELIVERED'))
+    execute function webhooks.tg_orders__emit();
+comment on trigger _200_emit_webhook on core.orders is 'Writes the webhook event and deliveries of an order status change.';
+
+create function webhooks.tg_payments__emit()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+-- AFTER UPDATE OF status: payment.captured, payment.failed. A payment changes status once: key type:payment:id.
+declare
+    v_type text := case new.status when 'CAPTURED' then 'payment.captured' when 'FAILED' then 'payment.failed' end;
+begin
+    perform webhooks.emit(v_type, new.id, v_type || ':payment:' || new.id,
+                          webhooks.payment_data(new), new.updated_at);
+    return null;
+end
+$$;
+comment on function webhooks.tg_payments__emit() is 'Trigger: emits payment.captured and payment.failed.';
+create trigger _200_emit_webhook
+    after update of status on core.payments
+    for each row
+    when (new.status is distinct from old.status and new.status in ('CAPTURED', 'FAILED'))
+    execute function webhooks.tg_payments__emit();
+comment on trigger _200_emit_webhook on core.payments is 'Writes the webhook event and deliveries of a payment status change.';
+
+create function webhooks.tg_refunds__emit()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+-- AFTER INSERT: refund.initiated; AFTER UPDATE OF status to COMPLETED: refund.completed. Key type:refund:id.
+declare
+    v_type text := case when tg_op = 'INSERT' then 'refund.initiated' else 'refund.completed' end;
+begin
+    perform webhooks.emit(v_type, new.id, v_type || ':refund:' || new.id,
+                          webhooks.refund_data(new), new.updated_at);
+    return null;
+end
+$$;
+comment on function webhooks.tg_refunds__emit() is 'Trigger: emits refund.initiated and refund.completed.';
+create trigger _200_emit_webhook
+    after insert on core.refunds
+    for each row execute function webhooks.tg_refunds__emit();
+comment on trigger _200_emit_webhook on core.refunds is 'Writes the refund.initiated event and deliveries.';
+create trigger _201_emit_webhook
+    after update of status on core.refunds
+    for each row
+    when (new.status is distinct from old.status and new.status = 'COMPLETED')
+    execute function webhooks.tg_refunds__emit();
+comment on trigger _201_emit_webhook on core.refunds is 'Writes the refund.completed event and deliveries.';
+
+create function webhooks.tg_shipping_assignments__emit()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+-- AFTER UPDATE OF status: shipment.assigned (an agent accepted), picked_up, in_transit, failed.
+-- Each status is reached once per assignment (a failed delivery is re-offered as a new one): key type:shipment:id.
+declare
+    v_type text := case new.status when 'ACCEPTED' then 'shipment.assigned'
+                                   when 'PICKED_UP' then 'shipment.picked_up'
+                                   when 'IN_TRANSIT' then 'shipment.in_transit'
+                                   when 'FAILED' then 'shipment.failed' end;
+begin
+    perform webhooks.emit(v_type, new.id, v_type || ':shipment:' || new.id,
+                          webhooks.shipment_data(new), new.updated_at);
+    return null;
+end
+$$;
+comment on function webhooks.tg_shipping_assignments__emit() is
+    'Trigger: emits shipment.assigned, shipment.picked_up, shipment.in_transit and shipment.failed.';
+create trigger _200_emit_webhook
+    after update of status on core.shipping_assignments
+    for each row
+    when (new.status is distinct from old.status and new.status in ('ACCEPTED', 'PICKED_UP', 'IN_TRANSIT', 'FAILED'))
+    execute function webhooks.tg_shipping_assignments__emit();
+comment on trigger _200_emit_webhook on core.shipping_assignments is 'Writes the webhook event and deliveries of a shipment step.';
+
+-- -------------------------------------------------------------------------------------------------
+-- Wake-up: NOTIFY only when a dispatcher waits for it
+-- -------------------------------------------------------------------------------------------------
+
+create function webhooks.tg_deliveries__wake()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+-- Deferred to COMMIT. Common case: nobody is armed, one read of one row, no lock, no NOTIFY.
+-- When a dispatcher is armed: the first committing transaction disarms it (row lock; concurrent
+-- ones re-check after it and find it disarmed) and sends NOTIFY webhooks with an empty payload.
+begin
+    if (select w.armed from webhooks.wakeup w where w.id) then
+        update webhooks.wakeup w set armed = false where w.id and w.armed;
+        if found then
+            perform pg_notify('webhooks', '');
+        end if;
+    end if;
+    return null;
+end
+$$;
+comment on function webhooks.tg_deliveries__wake() is
+    'Trigger (deferred): NOTIFY webhooks at commit when new PENDING work meets an idle, armed dispatcher.';
+create constraint trigger _900_wake_dispatcher
+    after insert or update of status on webhooks.deliveries
+    deferrable initially deferred
+    for each row
+    when (new.status = 'PENDING')
+    execute function webhooks.tg_deliveries__wake();
+comment on trigger _900_wake_dispatcher on webhooks.deliveries is
+    'At commit: wakes an idle dispatcher (NOTIFY webhooks) when PENDING work was added; silent otherwise.';
