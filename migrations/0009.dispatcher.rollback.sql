@@ -1,0 +1,2 @@
+-- Undo 0009.
+drop function if exists webhooks.dispatcher_backlog(timestamptz);
