@@ -167,6 +167,9 @@ class DispatcherThread:
         wait_until(lambda: self.dispatcher.ready.is_set(), what="dispatcher start")
         return self
 
+    def wake(self) -> None:
+        self.dispatcher.wake()
+
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
         self.dispatcher.wake()
