@@ -182,16 +182,18 @@ class Dispatcher:
 
     async def _main_loop(self) -> None:
         while not self._stopping.is_set():
+            # Cleared before claiming: a POST that ends from here on is seen by _wait.
             self._wake.clear()
+            self._slot.clear()
             try:
                 await self._claim_round()
                 if self._stopping.is_set():
                     break
-                delay = await self._idle_delay()
+                delay, blocked = await self._idle_delay()
             except psycopg.Error as exc:
                 self._db_failed(exc)
-                delay = 1.0
-            await self._wait(delay)
+                delay, blocked = 1.0, False
+            await self._wait(delay, until_slot=blocked)
 
     async def _claim_round(self) -> None:
         """Claim until nothing due is left or this dispatcher is full."""
@@ -211,21 +213,24 @@ class Dispatcher:
             if len(rows) < limit:
                 return
 
-    async def _idle_delay(self) -> float:
-        """Seconds until the next due row (its retry time or lease end), at most the sweep interval."""
+    async def _idle_delay(self) -> tuple[float, bool]:
+        """Seconds until the next due row (its retry time or lease end), at most the sweep interval;
+        and whether due rows are held back by the per-subscription limit (then a POST ending frees one)."""
         due = await self._next_due()
         if due is None:
-            return self.config.sweep_seconds
+            return self.config.sweep_seconds, False
         seconds = (due - self.clock.now()).total_seconds()
         if seconds <= 0:
-            # Due but not claimable now: this subscription is at its in-flight limit, or another
-            # dispatcher holds the rows. A POST ending here wakes us at once (_slot); else poll.
-            return 0.25
-        return min(seconds, self.config.sweep_seconds)
+            # Due but not claimable now: a subscription is at its in-flight limit, or another
+            # dispatcher holds the rows. Our own POST ending wakes us at once; else poll.
+            return 0.25, bool(self.in_flight)
+        return min(seconds, self.config.sweep_seconds), False
 
-    async def _wait(self, seconds: float) -> None:
-        self._slot.clear()
-        waiters = [asyncio.create_task(self._wake.wait()), asyncio.create_task(self._slot.wait())]
+    async def _wait(self, seconds: float, until_slot: bool) -> None:
+        """Sleep until a NOTIFY / wake(), `seconds` pass, or (if until_slot) one of our POSTs ends."""
+        waiters = [asyncio.create_task(self._wake.wait())]
+        if until_slot:
+            waiters.append(asyncio.create_task(self._slot.wait()))
         try:
             await asyncio.wait(waiters, timeout=max(seconds, 0.0), return_when=asyncio.FIRST_COMPLETED)
         finally:

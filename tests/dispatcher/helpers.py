@@ -58,7 +58,7 @@ class Answer:
 class Hook:
     """A real HTTP server on 127.0.0.1 recording every request; `answer(received)` decides the reply."""
 
-    def __init__(self, answer: Callable[[Received], Answer] | None = None) -> None:
+    def __init__(self, answer: Callable[[Received], Answer] | None = None, port: int = 0) -> None:
         self.answer = answer or (lambda r: Answer())
         self.received: list[Received] = []
         self.lock = threading.Lock()
@@ -98,7 +98,7 @@ class Hook:
                     with hook.lock:
                         hook._current[self.path] -= 1
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -188,9 +188,10 @@ def start_process(
         os.environ,
         WAYBILL_DISPATCHER_DATABASE_URL=dispatcher_url(owner_url),
         WAYBILL_WEBHOOK_ALLOWLIST="127.0.0.1/32",
-        WAYBILL_DISPATCHER_LEASE_SECONDS="3",
-        WAYBILL_DISPATCHER_HTTP_TIMEOUT="1",
+        WAYBILL_DISPATCHER_LEASE_SECONDS="6",
+        WAYBILL_DISPATCHER_HTTP_TIMEOUT="4",
         WAYBILL_DISPATCHER_SWEEP_SECONDS="1",
+        WAYBILL_DISPATCHER_MAX_IN_FLIGHT="32",
     )
     e.update(env or {})
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
