@@ -120,21 +120,34 @@ async def _answer(send: Any, status: int, payload: dict) -> None:
 
 
 def serve(host: str, port: int) -> int:
-    """Run the receiver until SIGINT/SIGTERM (uvicorn handles both); exit 0."""
+    """Run the receiver until SIGINT/SIGTERM, then exit 0 (uvicorn would re-raise the signal)."""
+    import asyncio
+    import contextlib
+    import signal
+
     import uvicorn
 
     from waybill import log
 
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[override] - our handlers below
+            yield
+
     log.configure("receiver")
     secrets = load_secrets()
-    log.get_logger().info("webhook_receiver_started", host=host, port=port, secrets=len(secrets))
-    uvicorn.run(
-        Receiver(secrets),
-        host=host,
-        port=port,
-        http="httptools",
-        log_level="warning",
-        access_log=False,
+    config = uvicorn.Config(
+        Receiver(secrets), host=host, port=port, http="httptools", log_level="warning", access_log=False,
         lifespan="off",
-    )
-    return 0
+    )  # fmt: skip
+    server = Server(config)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+        log.get_logger().info("webhook_receiver_started", host=host, port=port, secrets=len(secrets))
+        await server.serve()
+
+    asyncio.run(main())
+    return 0 if server.started else 1
