@@ -88,7 +88,7 @@ as $$
         'createdAt', webhooks.iso_time(p.created_at), 'updatedAt', webhooks.iso_time(p.updated_at),
         'acceptedAt', webhooks.iso_time(p.accepted_at), 'pickedUpAt', webhooks.iso_time(p.picked_up_at),
         'inTransitAt', webhooks.iso_time(p.in_transit_at), 'deliveredAt', webhooks.iso_time(p.delivered_at),
-        'failedAt', webhooks.iso_time(p.failed_at))
+        'failedAt', webhooks.iso_time(p.failed_at), 'cancelledAt', webhooks.iso_time(p.cancelled_at))
 $$;
 comment on function webhooks.shipment_data(core.shipping_assignments) is
     'The data of a shipment.* event: the shipping assignment after the change.';

@@ -100,8 +100,8 @@ as $$
 -- Claim up to p_limit (at most 50) due deliveries for p_dispatcher: PENDING rows whose
 -- next_attempt_at has come, at most p_per_subscription in flight per subscription, oldest first.
 -- First, SENDING rows whose lease expired (their dispatcher died) get a lease_expired attempt
--- row and become PENDING now with trigger 'recover' (or FAILED when that was the last try), so
--- the same claim takes them again. Returns each row with the exact body to POST and its secrets.
+-- row and become PENDING now with trigger 'recover' (FAILED when that was the last try, SKIPPED
+-- when the subscription was disabled meanwhile), so the same claim takes them again. Returns each row with the exact body to POST and its secrets.
 declare
     v_now timestamptz := coalesce(p_now, now());
     v_limit integer := least(greatest(coalesce(p_limit, 50), 1), 50);
@@ -132,16 +132,19 @@ begin
           from webhooks.deliveries d join expired x on x.id = d.id
     )
     update webhooks.deliveries d
-       set status = case when d.attempts + 1 - d.attempts_at_requeue >= v_max_tries then 'FAILED' else 'PENDING' end,
+       set status = case when d.attempts + 1 - d.attempts_at_requeue >= v_max_tries then 'FAILED'
+                         when s.status <> 'ACTIVE' then 'SKIPPED' else 'PENDING' end,
            attempts = d.attempts + 1,
-           next_attempt_at = case when d.attempts + 1 - d.attempts_at_requeue >= v_max_tries then null else v_now end,
+           next_attempt_at = case when d.attempts + 1 - d.attempts_at_requeue >= v_max_tries or s.status <> 'ACTIVE'
+                                  then null else v_now end,
            next_trigger = 'recover',
            lease_owner = null, lease_token = null, lease_until = null,
            last_error = 'lease_expired: ' || d.lease_owner,
-           finished_at = case when d.attempts + 1 - d.attempts_at_requeue >= v_max_tries then v_now end,
+           finished_at = case when d.attempts + 1 - d.attempts_at_requeue >= v_max_tries or s.status <> 'ACTIVE'
+                              then v_now end,
            updated_at = v_now
-      from expired x
-     where d.id = x.id;
+      from expired x, webhooks.subscriptions s
+     where d.id = x.id and s.id = d.subscription_id;
 
     -- 2. Claim. Subscriptions at their in-flight limit are left out before the LIMIT, so one slow
     -- receiver's backlog cannot fill every batch and starve the others; the rest get at most their
@@ -328,11 +331,16 @@ set search_path = ''
 as $$
     -- Graceful shutdown: rows p_dispatcher leased but did not send go back to PENDING, due now; no
     -- try is counted. Rows it no longer holds are left alone. Returns how many were released.
+    -- A row whose subscription was disabled meanwhile is SKIPPED instead.
     with released as (
         update webhooks.deliveries d
-           set status = 'PENDING', next_attempt_at = coalesce(p_now, now()),
+           set status = case s.status when 'ACTIVE' then 'PENDING' else 'SKIPPED' end,
+               next_attempt_at = case s.status when 'ACTIVE' then coalesce(p_now, now()) end,
+               finished_at = case s.status when 'ACTIVE' then null else coalesce(p_now, now()) end,
                lease_owner = null, lease_token = null, lease_until = null, updated_at = coalesce(p_now, now())
-         where d.id = any (p_ids) and d.status = 'SENDING' and d.lease_owner = p_dispatcher
+          from webhooks.subscriptions s
+         where s.id = d.subscription_id
+           and d.id = any (p_ids) and d.status = 'SENDING' and d.lease_owner = p_dispatcher
         returning 1
     )
     select count(*)::integer from released
@@ -515,7 +523,7 @@ begin
     if current_setting('cron.database_name', true) is distinct from current_database() then
         return 'not scheduled: pg_cron runs in database ' || coalesce(current_setting('cron.database_name', true), '(none)');
     end if;
-    create extension if not exists pg_cron;
+    create extension if not exists pg_cron with schema public;  -- its objects go to its own schema cron
     perform cron.schedule('waybill_webhooks_prune', '*/10 * * * *', 'call webhooks.prune()');
     return 'scheduled waybill_webhooks_prune';
 end

@@ -43,10 +43,23 @@ def seed(url: str, *, orders: int = 2000, agents: int = 50, seed: float = 0.42) 
             " set_config('waybill.seed_random', %s, true)",
             [str(orders), str(agents), repr(float(seed))],
         )
+        events_before = _outbox_events(conn)
         conn.execute(sql)  # no parameters: sent as one multi-statement query
         rows = conn.execute("select tbl, status, n from _seed_report order by ord, status").fetchall()
+        events_after = _outbox_events(conn)
     elapsed = time.perf_counter() - started
-    return format_report(rows, orders=orders, agents=agents, seed=seed, elapsed=elapsed)
+    report = format_report(rows, orders=orders, agents=agents, seed=seed, elapsed=elapsed)
+    if events_after is not None:
+        # Rows are written with triggers off, so the outbox stays as it was: history is not news.
+        report += f"\n  webhook outbox: {events_after - (events_before or 0):,} events (history is not news)"
+    return report
+
+
+def _outbox_events(conn: psycopg.Connection) -> int | None:
+    """How many webhook events exist (None before the webhooks migration)."""
+    if conn.execute("select to_regclass('webhooks.events')").fetchone()[0] is None:
+        return None
+    return conn.execute("select count(*) from webhooks.events").fetchone()[0]
 
 
 def format_report(

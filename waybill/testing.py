@@ -64,10 +64,9 @@ def run_pgtap(cluster: Cluster, files: list[str] | None = None) -> int:
         for helper in sorted((PGTAP_DIR / "helpers").glob("*.sql")):
             conn.execute(helper.read_text())
         # Tests switch to request roles (tap.become) and keep asserting: they need pgTAP too.
-        conn.execute("grant usage on schema tap to anon, admin, platform_admin, service, agent")
-        conn.execute(
-            "grant execute on all functions in schema tap to anon, admin, platform_admin, service, agent"
-        )
+        roles = "anon, admin, platform_admin, service, agent, dispatcher"
+        conn.execute(f"grant usage on schema tap to {roles}")
+        conn.execute(f"grant execute on all functions in schema tap to {roles}")
     tests = files or [str(p) for p in sorted(PGTAP_DIR.glob("*.sql"))]
     env = dict(
         os.environ,
