@@ -25,6 +25,7 @@ from waybill import migrate, seed
 from waybill.auth import jwt_secret, mint
 from waybill.cluster import Cluster
 from waybill.settings import PROJECT_ROOT, Settings
+from waybill.stack_webhooks import DemoWebhooks
 
 DEMO_ORDERS = 2_000
 DEMO_AGENTS = 60
@@ -159,7 +160,12 @@ class Stack:
             print(f"migrations: {applied} applied", flush=True)
             seeded = self.seed_if_empty(url)
             front = self.start_http(url)
+            # Webhooks (waybill/stack_webhooks.py): receiver, dispatcher, demo subscription.
+            hooks = DemoWebhooks(self.settings, self.cluster)
+            self.children += hooks.start(url)
+            api = f"http://{self.settings.api_host}:{self.settings.api_port}"
             print(self.banner(url, seeded, front), flush=True)
+            print("\n".join(hooks.banner_lines(url, api)), flush=True)
             while not self.stopping.wait(timeout=1.0):
                 for child in self.children:
                     if child.poll() is not None:
