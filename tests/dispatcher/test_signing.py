@@ -77,3 +77,14 @@ def test_malformed_secrets_are_refused() -> None:
             signing.headers("m", 1, b"{}", [bad])
     with pytest.raises(ValueError):
         signing.headers("m", 1, b"{}", [])
+
+
+def test_the_example_in_docs_webhooks_md_verifies() -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
+    body = re.search(r"\n\n(\{\"data\".*\})\n```", text).group(1).encode()
+    headers = dict(re.findall(r"^(webhook-[a-z]+): (\S+)$", text, re.M))
+    secret = re.search(r"the secret is `(whsec_\S+)`", text).group(1)
+    assert signing.verify(secret, body, headers, int(headers["webhook-timestamp"])) == headers["webhook-id"]
