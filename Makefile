@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 WAYBILL := $(VENV)/bin/waybill
 STAMP := $(VENV)/.installed
 
-.PHONY: run test deps lint explain bench bench-http clean
+.PHONY: run test deps lint explain bench bench-outbox bench-http clean
 
 # Debian's python3 lacks ensurepip until python3-venv is installed: as root, install it and retry.
 $(STAMP): pyproject.toml
@@ -29,8 +29,14 @@ test: deps
 	$(WAYBILL) test
 
 # Lifecycle throughput vs bare-insert baseline at 1/8/32 clients (bench/README.md); BENCH_ARGS passes options.
+# Then the webhook outbox's cost: the same lifecycles with the outbox on/off and two NOTIFY designs.
 bench: deps
 	$(PY) -m bench.lifecycle $(BENCH_ARGS)
+	$(PY) -m bench.outbox $(OUTBOX_ARGS)
+
+# Only the outbox comparison (bench/outbox.py); OUTBOX_ARGS passes options (--help lists them).
+bench-outbox: deps
+	$(PY) -m bench.outbox $(OUTBOX_ARGS)
 
 # HTTP API throughput: gateway vs the same SQL direct vs a no-op app, 1/16/64 clients (bench/README.md).
 bench-http: deps

@@ -242,6 +242,7 @@ def run(url: str, *, levels: Sequence[int] = (1, 8, 32), seconds: float = 6.0, s
                     "backend_cpu_us_per_transition": summary["backend_cpu_us_per_op"],
                     "wal_bytes_per_transition": summary["wal_bytes_per_op"],
                     "notifications_received": wakeups[mode],
+                    "top_waits": dict(list(summary["waits"].items())[:6]),
                     "errors": summary["errors"],
                     "checks_ok": all(c["ok"] for c in checks.values()),
                 }

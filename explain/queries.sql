@@ -155,3 +155,41 @@ select h.id, h.assignment_id, h.order_id, h.from_status, h.to_status, h.created_
   from api.assignment_status_history h
  order by h.created_at desc
  limit $1;
+
+-- name: webhook_due_deliveries
+-- serves: webhooks.claim_deliveries: due PENDING rows, oldest first (the dispatcher's claim)
+-- expect: deliveries_due_idx
+-- params: select now(), 100
+select d.id, d.subscription_id, d.next_attempt_at
+  from webhooks.deliveries d
+ where d.status = 'PENDING' and d.next_attempt_at <= $1
+ order by d.next_attempt_at
+ limit $2;
+
+-- name: webhook_next_due
+-- serves: webhooks.next_due_at: when the dispatcher must wake (earliest retry or lease expiry)
+-- expect: deliveries_due_idx
+-- params: select
+select min(d.next_attempt_at)
+  from webhooks.deliveries d
+ where d.status in ('PENDING', 'SENDING');
+
+-- name: webhook_failed_deliveries_of_subscription
+-- serves: GET /webhook_deliveries?subscription_id=eq.X&status=eq.FAILED&order=created_at.desc (and the counts of GET /webhook_subscriptions)
+-- expect: deliveries_subscription_id_status_created_at_idx
+-- params: select p.agent_id from explain_params p where p.k = 'busiest_webhook_subscription'
+select d.id, d.event_id, d.status, d.attempts, d.last_status_code, d.created_at
+  from webhooks.deliveries d
+ where d.subscription_id = $1 and d.status = 'FAILED'
+ order by d.created_at desc
+ limit 50;
+
+-- name: webhook_events_by_type
+-- serves: GET /webhook_events?event_type=eq.T&occurred_at=gte.X&order=occurred_at.desc
+-- expect: events_event_type_occurred_at_idx
+-- params: select 'order.delivered', p.t_from from explain_params p where p.k = 'busiest_webhook_subscription'
+select e.id, e.event_type, e.aggregate_id, e.occurred_at
+  from webhooks.events e
+ where e.event_type = $1 and e.occurred_at >= $2
+ order by e.occurred_at desc
+ limit 50;

@@ -161,13 +161,18 @@ def median_ms(cur: ClientCursor, stmt: str, args: tuple, runs: int) -> float:
 
 
 def drop_statement(cur: ClientCursor, index: str) -> str:
-    """DROP for an index, or for the constraint it backs."""
+    """DROP for an index (of core or webhooks), or for the constraint it backs."""
+    oid = cur.execute(
+        "select coalesce(to_regclass('core.' || %s), to_regclass('webhooks.' || %s))::oid", [index, index]
+    ).fetchone()[0]
     row = cur.execute(
         """select format('alter table %%s drop constraint %%I', k.conrelid::regclass, k.conname)
-             from pg_constraint k where k.conindid = to_regclass('core.' || %s)""",
-        [index],
+             from pg_constraint k where k.conindid = %s""",
+        [oid],
     ).fetchone()
-    return row[0] if row else f"drop index core.{index}"
+    return (
+        row[0] if row else cur.execute("select format('drop index %%s', %s::regclass)", [oid]).fetchone()[0]
+    )
 
 
 class Caller:
@@ -287,6 +292,10 @@ select 'some_order', null, null, null,
        (select o.id from core.orders o where o.version = (select max(version) from core.orders)
          order by o.id limit 1), null, null, null
 union all
+select 'busiest_webhook_subscription', null, (select d.subscription_id from webhooks.deliveries d
+         where d.status = 'FAILED' group by 1 order by count(*) desc, 1 limit 1), null, null, null,
+       now() - interval '1 day', now()
+union all
 select 'refunded_payment', null, null, null, null,
        (select r.payment_id from core.refunds r
          group by r.payment_id order by count(*) desc, r.payment_id limit 1), null, null
@@ -302,13 +311,51 @@ def seed(url: str, orders: int, agents: int, seed_value: float) -> str:
 
 
 def table_sizes(cur: ClientCursor) -> dict[str, int]:
-    tables = [
-        r[0]
-        for r in cur.execute(
-            "select c.relname from pg_class c where c.relnamespace = 'core'::regnamespace and c.relkind = 'r'"
-        ).fetchall()
-    ]
-    return {t: cur.execute(f"select count(*) from core.{t}").fetchone()[0] for t in sorted(tables)}
+    tables = cur.execute(
+        "select c.relname, n.nspname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+        " where n.nspname in ('core', 'webhooks') and c.relkind = 'r'"
+    ).fetchall()
+    return {t: cur.execute(f"select count(*) from {ns}.{t}").fetchone()[0] for t, ns in sorted(tables)}
+
+
+WEBHOOK_OUTBOX_SQL = """
+-- A live outbox as 30 days of retention leave it (the seed writes no events: history is not news):
+-- 3 subscriptions, %(events)s events over 30 days, 2 deliveries each, nearly all DELIVERED, ~1 %%
+-- FAILED, the last minute's rows PENDING (the backlog) and a few SENDING. Set-based, then analyzed.
+insert into webhooks.subscriptions (url, event_types, created_by, updated_by)
+select 'https://explain-' || g || '.example.test/', (select array_agg(event_type) from webhooks.event_types),
+       'explain', 'explain'
+  from generate_series(1, 3) g;
+insert into webhooks.events (event_type, aggregate_type, aggregate_id, idempotency_key, occurred_at, created_at, body)
+select t.event_type, t.aggregate_type, g, 'explain:' || g, ts, ts, '{"explain": true}'
+  from generate_series(1, %(events)s) g
+ cross join lateral (select now() - interval '30 days' * (1 - g::float8 / %(events)s) as ts) x
+ cross join lateral (select * from webhooks.event_types order by event_type offset g %% 11 limit 1) t;
+insert into webhooks.deliveries (event_id, subscription_id, status, attempts, next_attempt_at, lease_owner,
+                                 lease_token, lease_until, created_at, updated_at, delivered_at, finished_at)
+select e.id, s.id, st.status, case when st.status = 'PENDING' then 0 else 1 end,
+       case st.status when 'PENDING' then e.created_at when 'SENDING' then now() + interval '20 s' end,
+       case when st.status = 'SENDING' then 'explain' end,
+       case when st.status = 'SENDING' then gen_random_uuid() end,
+       case when st.status = 'SENDING' then now() + interval '20 s' end,
+       e.created_at, e.created_at,
+       case when st.status = 'DELIVERED' then e.created_at end,
+       case when st.status in ('DELIVERED', 'FAILED') then e.created_at end
+  from webhooks.events e
+ cross join (select id from webhooks.subscriptions where created_by = 'explain' order by id limit 2) s
+ cross join lateral (select case when e.created_at > now() - interval '1 minute' then 'PENDING'
+                                 when e.created_at > now() - interval '2 minutes' then 'SENDING'
+                                 when hashint8(e.aggregate_id + s.id) %% 100 = 0 then 'FAILED'
+                                 else 'DELIVERED' end as status) st;
+set constraints all immediate;
+"""
+
+
+def webhook_outbox(cur: ClientCursor, events: int) -> None:
+    """Fill the webhook outbox (see WEBHOOK_OUTBOX_SQL) in one transaction."""
+    cur.execute("begin")
+    cur.execute(WEBHOOK_OUTBOX_SQL, {"events": events})
+    cur.execute("commit")
 
 
 # -- output ----------------------------------------------------------------------------------------
@@ -390,6 +437,9 @@ def run_suite(url: str, args: argparse.Namespace) -> int:
         cur = conn.cursor()
         # VACUUM, not only ANALYZE: an Index Only Scan skips the heap only for pages the visibility
         # map marks all-visible, and a bulk load leaves none marked (autovacuum would, later).
+        if not args.no_seed:
+            print(f"webhook outbox: {args.webhook_events:,} events ...", flush=True)
+            webhook_outbox(cur, args.webhook_events)
         print("analyze ..." if args.no_vacuum else "vacuum (analyze) ...", flush=True)
         cur.execute("analyze" if args.no_vacuum else "vacuum (analyze)")
         t_vacuum = time.perf_counter()
@@ -398,7 +448,7 @@ def run_suite(url: str, args: argparse.Namespace) -> int:
         INDEX_TABLE.update(
             cur.execute(
                 "select c.relname, t.relname from pg_index i join pg_class c on c.oid = i.indexrelid "
-                "join pg_class t on t.oid = i.indrelid where t.relnamespace = 'core'::regnamespace"
+                "join pg_class t on t.oid = i.indrelid where t.relnamespace in ('core'::regnamespace, 'webhooks'::regnamespace)"
             ).fetchall()
         )
         cur.execute(PARAMS_SQL)
@@ -454,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--orders", type=int, default=200_000)
     p.add_argument("--agents", type=int, default=5_000)
+    p.add_argument(
+        "--webhook-events", type=int, default=300_000, help="webhook events in the outbox (x2 deliveries)"
+    )
     p.add_argument("--seed", type=float, default=0.42, help="setseed() value in [-1, 1] for waybill.seed")
     p.add_argument("--runs", type=int, default=5, help="timed runs per query and variant (median)")
     p.add_argument("--no-seed", action="store_true", help="the database already holds the data")

@@ -115,7 +115,8 @@ insert into ops.error_codes (code, sqlstate, http_status, message, hint, retryab
     ('WEBHOOK_UNKNOWN_EVENT_TYPE',     'PGRST', 422, 'unknown webhook event type %s', 'GET /webhook_event_types lists them; ["*"] subscribes to all.', false),
     ('WEBHOOK_DELIVERY_NOT_RETRYABLE', 'PGRST', 409, 'webhook delivery %s is %s; only FAILED or SKIPPED deliveries can be retried', null, false),
     ('WEBHOOK_SUBSCRIPTION_DISABLED',  'PGRST', 409, 'webhook subscription %s is disabled', 'Enable it first (POST /rpc/enable_webhook_subscription).', false),
-    ('WEBHOOK_EVENTS_IMMUTABLE',       'PGRST', 500, 'webhook events are append-only', null, false);
+    ('WEBHOOK_EVENTS_IMMUTABLE',       'PGRST', 500, 'webhook events are append-only', null, false),
+    ('WEBHOOK_ROW_PERMANENT',          'PGRST', 500, 'rows of webhooks.%s are never deleted or re-keyed', 'Disable a subscription instead of deleting it.', false);
 
 -- -------------------------------------------------------------------------------------------------
 -- Subscriptions and their secrets
@@ -196,6 +197,38 @@ create trigger _010_check_event_types
     for each row execute function webhooks.tg_subscriptions__check_event_types();
 comment on trigger _010_check_event_types on webhooks.subscriptions is 'Only known event types, sorted and distinct.';
 
+-- Why no foreign keys from events.event_type and deliveries.subscription_id: a foreign key check
+-- takes FOR KEY SHARE on the referenced row, and every business transaction references the same
+-- few rows (one subscription to everything, 11 event types). Concurrent KEY SHARE lockers of one
+-- row share it through a MultiXact that each new locker rebuilds with all current members: at 32
+-- clients every commit paid for it (bench/outbox.py, docs/performance.md). Instead the referenced
+-- rows can never go away: emit() reads them to write the references, and this trigger refuses to
+-- delete them or change their key (a subscription is disabled, never deleted: its history stays).
+create function webhooks.tg_keep_referenced_rows()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+    perform ops.raise_error('WEBHOOK_ROW_PERMANENT', tg_table_name);
+    return null;
+end
+$$;
+comment on function webhooks.tg_keep_referenced_rows() is
+    'Trigger: subscriptions and event types are never deleted or re-keyed (they stand in for foreign keys).';
+create trigger _020_keep
+    before delete or update of id on webhooks.subscriptions
+    for each row execute function webhooks.tg_keep_referenced_rows();
+comment on trigger _020_keep on webhooks.subscriptions is 'Subscriptions are never deleted (disable them): deliveries refer to them.';
+create trigger _020_keep_truncate
+    before truncate on webhooks.subscriptions
+    for each statement execute function webhooks.tg_keep_referenced_rows();
+comment on trigger _020_keep_truncate on webhooks.subscriptions is 'No TRUNCATE of subscriptions either.';
+create trigger _020_keep
+    before delete or update of event_type on webhooks.event_types
+    for each row execute function webhooks.tg_keep_referenced_rows();
+comment on trigger _020_keep on webhooks.event_types is 'Event types are never deleted or renamed: events refer to them.';
+
 create table webhooks.secrets (
     id               bigint generated always as identity,
     subscription_id  bigint not null,
@@ -237,8 +270,28 @@ comment on function webhooks.new_secret() is 'A fresh signing secret: whsec_ + b
 -- Events (append-only)
 -- -------------------------------------------------------------------------------------------------
 
+create function webhooks.uuid_v7(p_at timestamptz default null)
+returns uuid
+language sql
+volatile
+as $$
+    -- A time-ordered UUID (RFC 9562 version 7): 48 bits of Unix milliseconds, then the random bits
+    -- of gen_random_uuid() (version nibble set to 7, variant kept). Why not gen_random_uuid(): a
+    -- random key sends every insert to a random leaf of the primary key and of deliveries'
+    -- (event_id, subscription_id) key - a full-page image after each checkpoint and a cache miss
+    -- per insert; time-ordered keys append to the rightmost leaf. bench/outbox.py measured the
+    -- outbox at 0.72 of the commit rate at 32 clients with random ids (docs/performance.md).
+    -- No SET clause (every name qualified) so it inlines: with one it cost ~37 us per call.
+    select encode(set_byte(overlay(r.b placing substring(int8send((extract(epoch from coalesce(p_at, clock_timestamp())) * 1000)::bigint) from 3)
+                                   from 1 for 6),
+                           6, (get_byte(r.b, 6) & 15) | 112), 'hex')::uuid
+      from (select uuid_send(gen_random_uuid()) as b) r
+$$;
+comment on function webhooks.uuid_v7(timestamptz) is
+    'A time-ordered (version 7) UUID: event ids, so inserts append to the end of their indexes; p_at gives the lower bound of a time.';
+
 create table webhooks.events (
-    id               uuid not null default gen_random_uuid(),
+    id               uuid not null default webhooks.uuid_v7(),
     event_type       text not null,
     aggregate_type   text not null,
     aggregate_id     bigint not null,
@@ -247,13 +300,14 @@ create table webhooks.events (
     created_at       timestamptz not null default now(),
     body             text not null,
     constraint events_pkey primary key (id),
-    constraint events_event_type_fkey foreign key (event_type) references webhooks.event_types (event_type),
     constraint events_idempotency_key_key unique (idempotency_key),
     constraint events_body_is_json_object_check check (left(body, 1) = '{')
 );
 alter table webhooks.events enable row level security;
 comment on table webhooks.events is
     'Business events, append-only: id = payload eventId = webhook-id header; body = the exact bytes every try sends.';
+comment on column webhooks.events.event_type is
+    'A webhooks.event_types row, checked by webhooks.emit (no foreign key: see webhooks.tg_keep_referenced_rows).';
 comment on column webhooks.events.idempotency_key is 'The same for the same business fact: type:aggregate:id[:version]; a repeat is not a new event.';
 comment on column webhooks.events.body is
     'The payload {eventId, eventType, timestamp, idempotencyKey, data} serialized once at emission; every retry sends these bytes.';
@@ -261,9 +315,8 @@ comment on column webhooks.events.body is
 -- Equality column first, range column second: one index range per (type, period).
 create index events_event_type_occurred_at_idx on webhooks.events (event_type, occurred_at desc);
 comment on index webhooks.events_event_type_occurred_at_idx is
-    'Serves the event_types FK and "events of type T in a period, newest first" (plan index 3 of 3).';
-create index events_occurred_at_idx on webhooks.events (occurred_at);
-comment on index webhooks.events_occurred_at_idx is 'Serves retention: events older than the retention period, oldest first.';
+    'Serves "events of type T in a period, newest first" (plan index 3 of 3).';
+-- Retention reads events oldest first through the primary key: ids are time-ordered (uuid_v7).
 
 create function webhooks.tg_events__append_only()
 returns trigger
@@ -313,8 +366,6 @@ create table webhooks.deliveries (
     delivered_at      timestamptz,
     finished_at       timestamptz,
     constraint deliveries_pkey primary key (id),
-    constraint deliveries_event_id_fkey foreign key (event_id) references webhooks.events (id),
-    constraint deliveries_subscription_id_fkey foreign key (subscription_id) references webhooks.subscriptions (id),
     constraint deliveries_event_id_subscription_id_key unique (event_id, subscription_id),
     constraint deliveries_status_check check (status in ('PENDING', 'SENDING', 'DELIVERED', 'FAILED', 'SKIPPED')),
     constraint deliveries_attempts_nonnegative_check check (attempts >= 0),
@@ -332,6 +383,10 @@ create table webhooks.deliveries (
     constraint deliveries_last_status_code_range_check check (last_status_code between 100 and 599)
 );
 alter table webhooks.deliveries enable row level security;
+comment on column webhooks.deliveries.event_id is
+    'The webhooks.events row, written with it by webhooks.emit (no foreign key: events are append-only and retention deletes an event only once no delivery refers to it; a foreign key check would lock the event row and write one more WAL record per delivery).';
+comment on column webhooks.deliveries.subscription_id is
+    'A webhooks.subscriptions row, taken from it by webhooks.emit (no foreign key: see webhooks.tg_keep_referenced_rows).';
 comment on table webhooks.deliveries is
     'The outbox: one row per (event, subscription). PENDING -> SENDING (leased) -> DELIVERED, back to PENDING for a retry, or FAILED; SKIPPED while the subscription is disabled.';
 comment on column webhooks.deliveries.attempts is 'HTTP tries recorded so far (each is a webhooks.attempts row).';
@@ -353,16 +408,19 @@ comment on index webhooks.deliveries_due_idx is
     'Serves claim_deliveries and next_due_at: due rows by time (partial on PENDING/SENDING; plan index 1 of 3).';
 -- The plan's "deliveries by subscription and status": the admin list of one subscription's FAILED
 -- rows newest first, the per-subscription counts of GET /webhook_subscriptions and the in-flight
--- count of the claim's per-subscription limit. Also serves the subscriptions FK.
+-- count of the claim's per-subscription limit.
 create index deliveries_subscription_id_status_created_at_idx
     on webhooks.deliveries (subscription_id, status, created_at desc);
 comment on index webhooks.deliveries_subscription_id_status_created_at_idx is
-    'Serves per-subscription listings/counts by status and the in-flight limit (plan index 2 of 3); the subscriptions FK.';
--- Admins list failures across subscriptions newest first (GET /webhook_deliveries?status=eq.FAILED).
-create index deliveries_status_created_at_idx on webhooks.deliveries (status, created_at desc);
-comment on index webhooks.deliveries_status_created_at_idx is
-    'Serves "deliveries with status S, newest first" across subscriptions and retention (finished rows by age).';
--- The unique (event_id, subscription_id) key serves the events FK (event_id leads).
+    'Serves per-subscription listings/counts by status and the in-flight limit (plan index 2 of 3).';
+-- Admins list failures across subscriptions newest first (GET /webhook_deliveries?status=eq.FAILED
+-- &order=created_at.desc) and health counts the last hour's: partial, so the business transaction's
+-- PENDING inserts never touch it (an index per insert costs the lifecycle; docs/performance.md).
+-- Retention walks the primary key instead (identity ids follow creation time).
+create index deliveries_failed_created_at_idx on webhooks.deliveries (created_at desc) where status = 'FAILED';
+comment on index webhooks.deliveries_failed_created_at_idx is
+    'Serves "FAILED deliveries newest first" across subscriptions and the health check (partial on FAILED).';
+-- The unique (event_id, subscription_id) key serves "the deliveries of event X" (event_id leads).
 
 create table webhooks.attempts (
     id                bigint generated always as identity,
@@ -441,11 +499,13 @@ insert into webhooks.wakeup default values;
 -- record; the dispatcher's periodic sweep (30 s) covers it. Channel: webhooks, empty payload.
 -- =================================================================================================
 
+-- The helpers below are language sql without a SET clause (every name qualified), so the planner
+-- inlines them into the callers: with SET search_path each call paid a GUC save/restore, ~30 us,
+-- 15 calls per event (measured: order_data 408 us per call with SET; see docs/performance.md).
 create function webhooks.iso_time(p_at timestamptz)
 returns text
 language sql
 stable
-set search_path = ''
 as $$
     -- RFC 3339 in UTC with microseconds, whatever the session's TimeZone: payload bytes never vary.
     select to_char(p_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
@@ -460,7 +520,6 @@ create function webhooks.order_data(p core.orders)
 returns jsonb
 language sql
 stable
-set search_path = ''
 as $$
     select jsonb_build_object(
         'id', p.id, 'customerId', p.customer_id, 'sellerId', p.seller_id, 'shipToZip', p.ship_to_zip,
@@ -475,7 +534,6 @@ create function webhooks.payment_data(p core.payments)
 returns jsonb
 language sql
 stable
-set search_path = ''
 as $$
     select jsonb_build_object(
         'id', p.id, 'orderId', p.order_id, 'amount', p.amount, 'currency', p.currency,
@@ -490,7 +548,6 @@ create function webhooks.refund_data(p core.refunds)
 returns jsonb
 language sql
 stable
-set search_path = ''
 as $$
     -- A refund has no currency of its own: it is its payment's.
     select jsonb_build_object(
@@ -507,7 +564,6 @@ create function webhooks.shipment_data(p core.shipping_assignments)
 returns jsonb
 language sql
 stable
-set search_path = ''
 as $$
     select jsonb_build_object(
         'id', p.id, 'orderId', p.order_id, 'agentId', p.agent_id, 'zipCode', p.zip_code,
@@ -522,6 +578,12 @@ comment on function webhooks.shipment_data(core.shipping_assignments) is
 
 -- -------------------------------------------------------------------------------------------------
 -- emit: one event, one delivery per subscription to its type
+-- The functions of the business path (emit and the emission triggers) have no SET
+-- search_path and are not SECURITY DEFINER: a SET clause costs a GUC save and restore on every call
+-- (~26 us measured, three calls per event), and they need neither. Every name in them is qualified,
+-- and they always run as the owner: no role but the owner may write core.* or webhooks.* (request
+-- roles change business rows only through the SECURITY DEFINER api functions, the dispatcher only
+-- through its SECURITY DEFINER webhooks functions).
 -- -------------------------------------------------------------------------------------------------
 
 create function webhooks.emit(
@@ -534,14 +596,13 @@ create function webhooks.emit(
 returns uuid
 language plpgsql
 volatile
-security definer
-set search_path = ''
 as $$
--- Write the event (payload serialized once, here) and its deliveries. A repeated idempotency key is
--- the same fact again: nothing is written and null is returned. Runs as the owner (SECURITY
--- DEFINER): whoever changes a business row, the outbox is written.
+-- Write the event (payload serialized once, here) and its deliveries. The state machines reach each
+-- keyed fact once, so a repeated idempotency key is a bug: the unique key refuses it (23505) rather
+-- than hiding it. Not ON CONFLICT DO NOTHING: its speculative insertion costs every event an extra
+-- WAL record and a second index probe, for a case that cannot happen.
 declare
-    v_id uuid := gen_random_uuid();
+    v_id uuid := webhooks.uuid_v7();
 begin
     insert into webhooks.events (id, event_type, aggregate_type, aggregate_id, idempotency_key, occurred_at, body)
     select v_id, t.event_type, t.aggregate_type, p_aggregate_id, p_idempotency_key, p_occurred_at,
@@ -549,10 +610,9 @@ begin
                               'timestamp', webhooks.iso_time(p_occurred_at),
                               'idempotencyKey', p_idempotency_key, 'data', p_data)::text
       from webhooks.event_types t
-     where t.event_type = p_event_type
-    on conflict (idempotency_key) do nothing;
+     where t.event_type = p_event_type;
     if not found then
-        return null;
+        return null;  -- not an event type
     end if;
     -- Subscriptions are few (tens): a sequential scan with the array test is the cheapest plan.
     insert into webhooks.deliveries (event_id, subscription_id, status, next_attempt_at, finished_at)
@@ -566,7 +626,7 @@ begin
 end
 $$;
 comment on function webhooks.emit(text, bigint, text, jsonb, timestamptz) is
-    'Write one event and a delivery per subscription to its type (PENDING, or SKIPPED if disabled); idempotent on the key.';
+    'Write one event and a delivery per subscription to its type (PENDING, or SKIPPED if disabled); one event per idempotency key.';
 
 -- -------------------------------------------------------------------------------------------------
 -- Emission triggers on the business tables
@@ -575,8 +635,6 @@ comment on function webhooks.emit(text, bigint, text, jsonb, timestamptz) is
 create function webhooks.tg_orders__emit()
 returns trigger
 language plpgsql
-security definer
-set search_path = ''
 as $$
 -- AFTER UPDATE OF status: order.confirmed (from PENDING), order.cancelled, order.delivered.
 -- Key: type:order:id:vVERSION (a re-confirmation after a failed delivery is not order.confirmed).
@@ -603,8 +661,6 @@ comment on trigger _200_emit_webhook on core.orders is 'Writes the webhook event
 create function webhooks.tg_payments__emit()
 returns trigger
 language plpgsql
-security definer
-set search_path = ''
 as $$
 -- AFTER UPDATE OF status: payment.captured, payment.failed. A payment changes status once: key type:payment:id.
 declare
@@ -626,8 +682,6 @@ comment on trigger _200_emit_webhook on core.payments is 'Writes the webhook eve
 create function webhooks.tg_refunds__emit()
 returns trigger
 language plpgsql
-security definer
-set search_path = ''
 as $$
 -- AFTER INSERT: refund.initiated; AFTER UPDATE OF status to COMPLETED: refund.completed. Key type:refund:id.
 declare
@@ -653,8 +707,6 @@ comment on trigger _201_emit_webhook on core.refunds is 'Writes the refund.compl
 create function webhooks.tg_shipping_assignments__emit()
 returns trigger
 language plpgsql
-security definer
-set search_path = ''
 as $$
 -- AFTER UPDATE OF status: shipment.assigned (an agent accepted), picked_up, in_transit, failed.
 -- Each status is reached once per assignment (a failed delivery is re-offered as a new one): key type:shipment:id.
@@ -688,12 +740,18 @@ language plpgsql
 security definer
 set search_path = ''
 as $$
--- Deferred to COMMIT. Common case: nobody is armed, one read of one row, no lock, no NOTIFY.
--- When a dispatcher is armed: the first committing transaction disarms it (row lock; concurrent
--- ones re-check after it and find it disarmed) and sends NOTIFY webhooks with an empty payload.
+-- Deferred to COMMIT, so it runs as whoever is current then - the request role, once the
+-- SECURITY DEFINER api function has returned: hence SECURITY DEFINER here (and its SET).
+-- Common case: nobody is armed, one read of one row, no lock, no NOTIFY.
+-- When a dispatcher is armed: the first committing transaction disarms it and sends NOTIFY
+-- webhooks (empty payload). SKIP LOCKED: the others committing at that moment do not queue behind
+-- its row lock - the one holding it notifies for all of them. Measured (bench/outbox.py, 32
+-- clients, a dispatcher re-arming at once after each wake-up): with a plain UPDATE a third of the
+-- time went to Lock:tuple waits behind the disarming transaction.
 begin
     if (select w.armed from webhooks.wakeup w where w.id) then
-        update webhooks.wakeup w set armed = false where w.id and w.armed;
+        update webhooks.wakeup w set armed = false
+         where w.id = (select x.id from webhooks.wakeup x where x.id and x.armed for update skip locked);
         if found then
             perform pg_notify('webhooks', '');
         end if;
@@ -1165,10 +1223,12 @@ declare
 begin
     select * into v_set from webhooks.settings where id;
     v_cutoff := coalesce(p_now, now()) - v_set.retention;
+    -- Oldest first along the primary key (ids follow creation time); rows still in play are passed over.
     with doomed as (
         select d.id from webhooks.deliveries d
          where d.status in ('DELIVERED', 'FAILED', 'SKIPPED') and d.created_at < v_cutoff
            and d.finished_at < v_cutoff
+         order by d.id
          limit v_set.prune_batch_size
            for update skip locked
     ), gone as (
@@ -1178,11 +1238,12 @@ begin
     get diagnostics v_deliveries = row_count;
     -- Events are append-only; retention is the one sanctioned delete (see tg_events__append_only).
     perform set_config('webhooks.pruning', 'on', true);
+    -- Oldest first along the primary key: uuid_v7 ids below uuid_v7(cutoff)'s millisecond.
     with doomed as (
         select e.id from webhooks.events e
-         where e.occurred_at < v_cutoff and e.created_at < v_cutoff
+         where e.id < webhooks.uuid_v7(v_cutoff) and e.created_at < v_cutoff
            and not exists (select 1 from webhooks.deliveries d where d.event_id = e.id)
-         order by e.occurred_at
+         order by e.id
          limit v_set.prune_batch_size
     )
     delete from webhooks.events e using doomed x where e.id = x.id;

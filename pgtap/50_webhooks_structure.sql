@@ -1,7 +1,7 @@
 -- Webhooks: structure, enumerations, privileges (no request role reads a secret; the dispatcher only
 -- executes its functions), append-only events.
 begin;
-select plan(35);
+select plan(37);
 
 select tables_are('webhooks',
     array['event_types', 'error_classes', 'retry_schedule', 'settings', 'subscriptions', 'secrets',
@@ -46,6 +46,11 @@ select throws_code($$insert into webhooks.secrets (subscription_id, secret) valu
 select lives_ok($$insert into webhooks.secrets (subscription_id, secret) values (9101, webhooks.new_secret())$$,
     'new_secret() makes a valid secret');
 select is(length(decode(substr(webhooks.new_secret(), 7), 'base64')), 32, 'new_secret() holds 32 random bytes');
+
+select throws_code($$delete from webhooks.subscriptions where id = 9101$$, 'WEBHOOK_ROW_PERMANENT',
+    'subscriptions are never deleted (deliveries refer to them without a foreign key)');
+select throws_code($$delete from webhooks.event_types where event_type = 'order.confirmed'$$, 'WEBHOOK_ROW_PERMANENT',
+    'event types are never deleted');
 
 -- Events are append-only
 insert into webhooks.events (id, event_type, aggregate_type, aggregate_id, idempotency_key, occurred_at, body)

@@ -2,7 +2,7 @@
 -- (PENDING if ACTIVE, SKIPPED if DISABLED), nothing for other changes, idempotent on the key; the
 -- deferred wake-up trigger notifies only when a dispatcher is armed.
 begin;
-select plan(21);
+select plan(24);
 
 insert into core.customers (id, name, email) overriding system value values (9201, 'C', 'c9201@example.test');
 insert into core.sellers (id, name) overriding system value values (9201, 'S');
@@ -69,8 +69,9 @@ select is((select count(*)::int from webhooks.events
               and body::jsonb ->> 'eventType' = event_type
               and (select array_agg(k order by k) from jsonb_object_keys(body::jsonb) k) = '{data,eventId,eventType,idempotencyKey,timestamp}'),
     14, 'every body is exactly {eventId, eventType, timestamp, idempotencyKey, data} and matches its row');
-select is(webhooks.emit('order.confirmed', 1, (select idempotency_key from webhooks.events where event_type = 'order.confirmed'), '{}', now()),
-    null, 'the same idempotency key again writes nothing');
+select throws_code(format($$select webhooks.emit('order.confirmed', 1, %L, '{}', now())$$,
+                          (select idempotency_key from webhooks.events where event_type = 'order.confirmed')),
+    'UNIQUE_VIOLATION', 'the same idempotency key again is refused: one event per business fact');
 
 -- Wake-up: armed -> the next PENDING work disarms it (and notifies at commit); unarmed -> nothing.
 select webhooks.arm_wakeup('tap');
@@ -78,6 +79,16 @@ set constraints all immediate;
 select core.create_order(9201, 9201, '33333', 900, 'EUR');
 select core.capture_payment((select max(id) from core.payments), 'pi_tap_9202');
 select is((select armed from webhooks.wakeup), false, 'new PENDING work disarms the armed wake-up (NOTIFY sent at commit)');
+
+-- The deferred wake-up trigger runs after the SECURITY DEFINER api function has returned, i.e. as
+-- the request role (constraints are immediate here: it fires at the end of each statement).
+select webhooks.arm_wakeup('tap');
+select tap.become('service');
+select lives_ok($$select api.create_order(9201, 9201, '33333', 1000, 'EUR')$$, 'service creates an order');
+select lives_ok($$select api.capture_payment((select max(id) from api.payments), 'pi_tap_9203')$$,
+    'service captures: the wake-up trigger runs as service without webhooks privileges (SECURITY DEFINER)');
+select tap.become_owner();
+select is((select armed from webhooks.wakeup), false, 'and it disarmed the wake-up');
 
 select * from finish();
 rollback;

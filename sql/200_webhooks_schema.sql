@@ -109,7 +109,8 @@ insert into ops.error_codes (code, sqlstate, http_status, message, hint, retryab
     ('WEBHOOK_UNKNOWN_EVENT_TYPE',     'PGRST', 422, 'unknown webhook event type %s', 'GET /webhook_event_types lists them; ["*"] subscribes to all.', false),
     ('WEBHOOK_DELIVERY_NOT_RETRYABLE', 'PGRST', 409, 'webhook delivery %s is %s; only FAILED or SKIPPED deliveries can be retried', null, false),
     ('WEBHOOK_SUBSCRIPTION_DISABLED',  'PGRST', 409, 'webhook subscription %s is disabled', 'Enable it first (POST /rpc/enable_webhook_subscription).', false),
-    ('WEBHOOK_EVENTS_IMMUTABLE',       'PGRST', 500, 'webhook events are append-only', null, false);
+    ('WEBHOOK_EVENTS_IMMUTABLE',       'PGRST', 500, 'webhook events are append-only', null, false),
+    ('WEBHOOK_ROW_PERMANENT',          'PGRST', 500, 'rows of webhooks.%s are never deleted or re-keyed', 'Disable a subscription instead of deleting it.', false);
 
 -- -------------------------------------------------------------------------------------------------
 -- Subscriptions and their secrets
@@ -190,6 +191,38 @@ create trigger _010_check_event_types
     for each row execute function webhooks.tg_subscriptions__check_event_types();
 comment on trigger _010_check_event_types on webhooks.subscriptions is 'Only known event types, sorted and distinct.';
 
+-- Why no foreign keys from events.event_type and deliveries.subscription_id: a foreign key check
+-- takes FOR KEY SHARE on the referenced row, and every business transaction references the same
+-- few rows (one subscription to everything, 11 event types). Concurrent KEY SHARE lockers of one
+-- row share it through a MultiXact that each new locker rebuilds with all current members: at 32
+-- clients every commit paid for it (bench/outbox.py, docs/performance.md). Instead the referenced
+-- rows can never go away: emit() reads them to write the references, and this trigger refuses to
+-- delete them or change their key (a subscription is disabled, never deleted: its history stays).
+create function webhooks.tg_keep_referenced_rows()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+    perform ops.raise_error('WEBHOOK_ROW_PERMANENT', tg_table_name);
+    return null;
+end
+$$;
+comment on function webhooks.tg_keep_referenced_rows() is
+    'Trigger: subscriptions and event types are never deleted or re-keyed (they stand in for foreign keys).';
+create trigger _020_keep
+    before delete or update of id on webhooks.subscriptions
+    for each row execute function webhooks.tg_keep_referenced_rows();
+comment on trigger _020_keep on webhooks.subscriptions is 'Subscriptions are never deleted (disable them): deliveries refer to them.';
+create trigger _020_keep_truncate
+    before truncate on webhooks.subscriptions
+    for each statement execute function webhooks.tg_keep_referenced_rows();
+comment on trigger _020_keep_truncate on webhooks.subscriptions is 'No TRUNCATE of subscriptions either.';
+create trigger _020_keep
+    before delete or update of event_type on webhooks.event_types
+    for each row execute function webhooks.tg_keep_referenced_rows();
+comment on trigger _020_keep on webhooks.event_types is 'Event types are never deleted or renamed: events refer to them.';
+
 create table webhooks.secrets (
     id               bigint generated always as identity,
     subscription_id  bigint not null,
@@ -231,8 +264,28 @@ comment on function webhooks.new_secret() is 'A fresh signing secret: whsec_ + b
 -- Events (append-only)
 -- -------------------------------------------------------------------------------------------------
 
+create function webhooks.uuid_v7(p_at timestamptz default null)
+returns uuid
+language sql
+volatile
+as $$
+    -- A time-ordered UUID (RFC 9562 version 7): 48 bits of Unix milliseconds, then the random bits
+    -- of gen_random_uuid() (version nibble set to 7, variant kept). Why not gen_random_uuid(): a
+    -- random key sends every insert to a random leaf of the primary key and of deliveries'
+    -- (event_id, subscription_id) key - a full-page image after each checkpoint and a cache miss
+    -- per insert; time-ordered keys append to the rightmost leaf. bench/outbox.py measured the
+    -- outbox at 0.72 of the commit rate at 32 clients with random ids (docs/performance.md).
+    -- No SET clause (every name qualified) so it inlines: with one it cost ~37 us per call.
+    select encode(set_byte(overlay(r.b placing substring(int8send((extract(epoch from coalesce(p_at, clock_timestamp())) * 1000)::bigint) from 3)
+                                   from 1 for 6),
+                           6, (get_byte(r.b, 6) & 15) | 112), 'hex')::uuid
+      from (select uuid_send(gen_random_uuid()) as b) r
+$$;
+comment on function webhooks.uuid_v7(timestamptz) is
+    'A time-ordered (version 7) UUID: event ids, so inserts append to the end of their indexes; p_at gives the lower bound of a time.';
+
 create table webhooks.events (
-    id               uuid not null default gen_random_uuid(),
+    id               uuid not null default webhooks.uuid_v7(),
     event_type       text not null,
     aggregate_type   text not null,
     aggregate_id     bigint not null,
@@ -241,13 +294,14 @@ create table webhooks.events (
     created_at       timestamptz not null default now(),
     body             text not null,
     constraint events_pkey primary key (id),
-    constraint events_event_type_fkey foreign key (event_type) references webhooks.event_types (event_type),
     constraint events_idempotency_key_key unique (idempotency_key),
     constraint events_body_is_json_object_check check (left(body, 1) = '{')
 );
 alter table webhooks.events enable row level security;
 comment on table webhooks.events is
     'Business events, append-only: id = payload eventId = webhook-id header; body = the exact bytes every try sends.';
+comment on column webhooks.events.event_type is
+    'A webhooks.event_types row, checked by webhooks.emit (no foreign key: see webhooks.tg_keep_referenced_rows).';
 comment on column webhooks.events.idempotency_key is 'The same for the same business fact: type:aggregate:id[:version]; a repeat is not a new event.';
 comment on column webhooks.events.body is
     'The payload {eventId, eventType, timestamp, idempotencyKey, data} serialized once at emission; every retry sends these bytes.';
@@ -255,9 +309,8 @@ comment on column webhooks.events.body is
 -- Equality column first, range column second: one index range per (type, period).
 create index events_event_type_occurred_at_idx on webhooks.events (event_type, occurred_at desc);
 comment on index webhooks.events_event_type_occurred_at_idx is
-    'Serves the event_types FK and "events of type T in a period, newest first" (plan index 3 of 3).';
-create index events_occurred_at_idx on webhooks.events (occurred_at);
-comment on index webhooks.events_occurred_at_idx is 'Serves retention: events older than the retention period, oldest first.';
+    'Serves "events of type T in a period, newest first" (plan index 3 of 3).';
+-- Retention reads events oldest first through the primary key: ids are time-ordered (uuid_v7).
 
 create function webhooks.tg_events__append_only()
 returns trigger
@@ -307,8 +360,6 @@ create table webhooks.deliveries (
     delivered_at      timestamptz,
     finished_at       timestamptz,
     constraint deliveries_pkey primary key (id),
-    constraint deliveries_event_id_fkey foreign key (event_id) references webhooks.events (id),
-    constraint deliveries_subscription_id_fkey foreign key (subscription_id) references webhooks.subscriptions (id),
     constraint deliveries_event_id_subscription_id_key unique (event_id, subscription_id),
     constraint deliveries_status_check check (status in ('PENDING', 'SENDING', 'DELIVERED', 'FAILED', 'SKIPPED')),
     constraint deliveries_attempts_nonnegative_check check (attempts >= 0),
@@ -326,6 +377,10 @@ create table webhooks.deliveries (
     constraint deliveries_last_status_code_range_check check (last_status_code between 100 and 599)
 );
 alter table webhooks.deliveries enable row level security;
+comment on column webhooks.deliveries.event_id is
+    'The webhooks.events row, written with it by webhooks.emit (no foreign key: events are append-only and retention deletes an event only once no delivery refers to it; a foreign key check would lock the event row and write one more WAL record per delivery).';
+comment on column webhooks.deliveries.subscription_id is
+    'A webhooks.subscriptions row, taken from it by webhooks.emit (no foreign key: see webhooks.tg_keep_referenced_rows).';
 comment on table webhooks.deliveries is
     'The outbox: one row per (event, subscription). PENDING -> SENDING (leased) -> DELIVERED, back to PENDING for a retry, or FAILED; SKIPPED while the subscription is disabled.';
 comment on column webhooks.deliveries.attempts is 'HTTP tries recorded so far (each is a webhooks.attempts row).';
@@ -347,16 +402,19 @@ comment on index webhooks.deliveries_due_idx is
     'Serves claim_deliveries and next_due_at: due rows by time (partial on PENDING/SENDING; plan index 1 of 3).';
 -- The plan's "deliveries by subscription and status": the admin list of one subscription's FAILED
 -- rows newest first, the per-subscription counts of GET /webhook_subscriptions and the in-flight
--- count of the claim's per-subscription limit. Also serves the subscriptions FK.
+-- count of the claim's per-subscription limit.
 create index deliveries_subscription_id_status_created_at_idx
     on webhooks.deliveries (subscription_id, status, created_at desc);
 comment on index webhooks.deliveries_subscription_id_status_created_at_idx is
-    'Serves per-subscription listings/counts by status and the in-flight limit (plan index 2 of 3); the subscriptions FK.';
--- Admins list failures across subscriptions newest first (GET /webhook_deliveries?status=eq.FAILED).
-create index deliveries_status_created_at_idx on webhooks.deliveries (status, created_at desc);
-comment on index webhooks.deliveries_status_created_at_idx is
-    'Serves "deliveries with status S, newest first" across subscriptions and retention (finished rows by age).';
--- The unique (event_id, subscription_id) key serves the events FK (event_id leads).
+    'Serves per-subscription listings/counts by status and the in-flight limit (plan index 2 of 3).';
+-- Admins list failures across subscriptions newest first (GET /webhook_deliveries?status=eq.FAILED
+-- &order=created_at.desc) and health counts the last hour's: partial, so the business transaction's
+-- PENDING inserts never touch it (an index per insert costs the lifecycle; docs/performance.md).
+-- Retention walks the primary key instead (identity ids follow creation time).
+create index deliveries_failed_created_at_idx on webhooks.deliveries (created_at desc) where status = 'FAILED';
+comment on index webhooks.deliveries_failed_created_at_idx is
+    'Serves "FAILED deliveries newest first" across subscriptions and the health check (partial on FAILED).';
+-- The unique (event_id, subscription_id) key serves "the deliveries of event X" (event_id leads).
 
 create table webhooks.attempts (
     id                bigint generated always as identity,

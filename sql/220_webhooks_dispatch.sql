@@ -451,10 +451,12 @@ declare
 begin
     select * into v_set from webhooks.settings where id;
     v_cutoff := coalesce(p_now, now()) - v_set.retention;
+    -- Oldest first along the primary key (ids follow creation time); rows still in play are passed over.
     with doomed as (
         select d.id from webhooks.deliveries d
          where d.status in ('DELIVERED', 'FAILED', 'SKIPPED') and d.created_at < v_cutoff
            and d.finished_at < v_cutoff
+         order by d.id
          limit v_set.prune_batch_size
            for update skip locked
     ), gone as (
@@ -464,11 +466,12 @@ begin
     get diagnostics v_deliveries = row_count;
     -- Events are append-only; retention is the one sanctioned delete (see tg_events__append_only).
     perform set_config('webhooks.pruning', 'on', true);
+    -- Oldest first along the primary key: uuid_v7 ids below uuid_v7(cutoff)'s millisecond.
     with doomed as (
         select e.id from webhooks.events e
-         where e.occurred_at < v_cutoff and e.created_at < v_cutoff
+         where e.id < webhooks.uuid_v7(v_cutoff) and e.created_at < v_cutoff
            and not exists (select 1 from webhooks.deliveries d where d.event_id = e.id)
-         order by e.occurred_at
+         order by e.id
          limit v_set.prune_batch_size
     )
     delete from webhooks.events e using doomed x where e.id = x.id;
