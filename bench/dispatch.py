@@ -28,6 +28,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -295,8 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     n_events = max(1, args.deliveries // args.subscriptions)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    log_dir = RESULTS_DIR / f"dispatch-{stamp}-logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-dispatch-"))  # the dispatchers' logs, if one fails
     results: dict[str, Any] = {"started": stamp, "cpus": os.cpu_count()}
     with testing.test_cluster() as cluster, receiver() as base:
         testing.build_template(cluster)
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(results, indent=2))
     if args.markdown:
         print(markdown(results))
-    _log(f"wrote {out}")
+    _log(f"wrote {out}; dispatcher logs in {log_dir}")
     return 0
 
 
