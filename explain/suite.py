@@ -2,7 +2,8 @@
 
 A DBA runs it on its own. It starts a throw-away cluster (or uses --database-url: a disposable copy,
 never production — it seeds into it and drops indexes inside rolled-back transactions), seeds it
-with waybill.seed (200,000 orders and 5,000 agents by default), runs VACUUM (ANALYZE), and for every
+with waybill.seed (200,000 orders and 5,000 agents by default), fills the webhook outbox (300,000
+events, 600,000 deliveries: the seed writes none), runs VACUUM (ANALYZE), and for every
 query of explain/queries.sql:
 
   * with a custom plan and with a generic plan (non-inlined SQL functions plan their statements

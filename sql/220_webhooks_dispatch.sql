@@ -152,7 +152,12 @@ begin
     -- The limit is per claim snapshot: two dispatchers claiming at the same instant may together
     -- exceed it by at most one batch; each dispatcher also enforces it locally.
     -- SKIP LOCKED: concurrent dispatchers take disjoint rows instead of queueing on each other's
-    -- locks; measured in bench/outbox.py (claim + complete, docs/performance.md).
+    -- locks (tests/test_webhooks_outbox.py races 4 of them 200 times: never a row twice, none
+    -- lost). Batch <= 50: a claim holds its row locks only for its own statement, and 50 rows keep
+    -- it short - bench/outbox.py drained 29,734 deliveries with 2 dispatchers claiming 50 and
+    -- recording them at 1,035 deliveries/s (no HTTP, loaded 2-core machine); the candidate scan
+    -- reads deliveries_due_idx: 0.021 ms vs 58.9 ms for a Parallel Seq Scan at 600,000
+    -- deliveries (make explain, docs/indexes.md).
     return query
     with busy as (
         select s.id as subscription_id,
