@@ -98,7 +98,10 @@ class Hook:
                     with hook.lock:
                         hook._current[self.path] -= 1
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 1024  # socketserver's default (5) drops bursts of new connections
+
+        self.server = Server(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
