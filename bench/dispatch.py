@@ -3,10 +3,15 @@
 All in one run, against a loopback receiver that answers 200 at once (bench/fast_receiver.py, its own
 process):
 
-    claim_complete  the dispatcher's SQL path with no HTTP: workers claim 50 (claim_deliveries) and
-                    record each row as a 200 (record_attempt) — the database ceiling
+    claim_complete  the SQL path with no HTTP: workers claim 50 (claim_deliveries) and record each
+                    row as a 200 (record_attempt), one round trip per row (the dispatcher until
+                    2026-11-30)
+    claim_batched   the same, each claimed batch recorded in one pipelined round trip (the dispatcher
+                    now) — the database ceiling
     httpx_loop      a bare httpx client loop POSTing the same bodies to the receiver, 100 at a time,
-                    no database — the HTTP ceiling
+                    no database — the HTTP ceiling the dispatcher had with httpx
+    client_loop     the same loop with the dispatcher's own client (dispatcher/http11.py) — its HTTP
+                    ceiling now
     dispatcher_1/2  real `waybill dispatcher` processes (1, then 2) draining the same number of
                     deliveries, from the commit that created them to the last DELIVERED
     latency         one idle dispatcher; events committed one at a time; commit -> arrival at the
@@ -124,7 +129,7 @@ def wait_drained(conn: psycopg.Connection, timeout: float = 600) -> float:
 # -- ceilings ------------------------------------------------------------------------------------
 
 
-async def _claim_complete(disp_url: str, workers: int) -> int:
+async def _claim_complete(disp_url: str, workers: int, batched: bool) -> int:
     import psycopg as pg
 
     done = 0
@@ -139,21 +144,27 @@ async def _claim_complete(disp_url: str, workers: int) -> int:
                 rows = await (await conn.execute(q("claim_deliveries"), params)).fetchall()
                 if not rows:
                     return
-                for r in rows:
-                    await conn.execute(q("record_attempt"), {
-                        "delivery_id": r[0], "dispatcher": f"ceiling-{i}", "lease_token": r[6],
-                        "started_at": now, "duration_ms": 1, "status_code": 200, "error_class": None,
-                        "snippet": "ok", "retry_after": None, "now": dt.datetime.now(dt.UTC)})  # fmt: skip
+                params = [{
+                    "delivery_id": r[0], "dispatcher": f"ceiling-{i}", "lease_token": r[6],
+                    "started_at": now, "duration_ms": 1, "status_code": 200, "error_class": None,
+                    "snippet": "ok", "retry_after": None, "now": dt.datetime.now(dt.UTC)} for r in rows]  # fmt: skip
+                if batched:
+                    await conn.cursor().executemany(q("record_attempt"), params)
+                else:
+                    for p in params:
+                        await conn.execute(q("record_attempt"), p)
                 done += len(rows)
 
     await asyncio.gather(*(work(i) for i in range(workers)))
     return done
 
 
-def claim_complete(conn: psycopg.Connection, disp_url: str, n_events: int, workers: int = 4) -> dict:
+def claim_complete(
+    conn: psycopg.Connection, disp_url: str, n_events: int, workers: int = 4, batched: bool = False
+) -> dict:
     fill(conn, n_events)
     started = time.perf_counter()
-    done = asyncio.run(_claim_complete(disp_url, workers))
+    done = asyncio.run(_claim_complete(disp_url, workers, batched))
     elapsed = time.perf_counter() - started
     return {"deliveries": done, "seconds": round(elapsed, 3), "per_s": round(done / elapsed)}
 
@@ -171,6 +182,36 @@ async def _httpx_loop(url: str, n: int, concurrency: int) -> None:
                 r.raise_for_status()
 
         await asyncio.gather(*(work() for _ in range(concurrency)))
+
+
+async def _client_loop(url: str, n: int, concurrency: int) -> None:
+    from dispatcher.client import Poster
+    from dispatcher.guard import parse_allowlist
+
+    body = json.dumps({"eventId": "x", "eventType": "order.confirmed", "data": DATA}).encode()
+    poster = Poster(parse_allowlist("127.0.0.1/32"), "bench", max_connections=concurrency)
+    left = [n]
+
+    async def work() -> None:
+        while left[0] > 0:
+            left[0] -= 1
+            out = await poster.post(url, body, {"webhook-id": "bench"})
+            if not out.ok:
+                raise RuntimeError(f"client_loop: {out}")
+
+    try:
+        await asyncio.gather(*(work() for _ in range(concurrency)))
+    finally:
+        await poster.aclose()
+
+
+def client_loop(url: str, n: int, concurrency: int = 100) -> dict:
+    import uvloop
+
+    started = time.perf_counter()
+    uvloop.run(_client_loop(url + "/s0", n, concurrency))
+    elapsed = time.perf_counter() - started
+    return {"posts": n, "seconds": round(elapsed, 3), "per_s": round(n / elapsed)}
 
 
 def httpx_loop(url: str, n: int, concurrency: int = 100) -> dict:
@@ -310,8 +351,12 @@ def main(argv: list[str] | None = None) -> int:
             subscribe(conn, f"{base}/latency", ["order.cancelled"])
             _log(f"claim_complete: {n_events * args.subscriptions} deliveries, no HTTP")
             results["claim_complete"] = claim_complete(conn, disp_url, n_events)
+            _log(f"claim_batched: {n_events * args.subscriptions} deliveries, no HTTP")
+            results["claim_batched"] = claim_complete(conn, disp_url, n_events, batched=True)
             _log(f"httpx_loop: {n_events * args.subscriptions} POSTs, no database")
             results["httpx_loop"] = httpx_loop(base, n_events * args.subscriptions)
+            _log(f"client_loop: {n_events * args.subscriptions} POSTs, no database")
+            results["client_loop"] = client_loop(base, n_events * args.subscriptions)
             for k in (1, 2):
                 _log(f"dispatcher x{k}")
                 results[f"dispatcher_{k}"] = end_to_end(conn, disp_url, n_events, k, log_dir)
@@ -322,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         cluster.drop_database("bench_dispatch")
     for k in (1, 2):
         r = results[f"dispatcher_{k}"]
-        r["vs_claim_complete"] = round(r["per_s"] / results["claim_complete"]["per_s"], 2)
-        r["vs_httpx_loop"] = round(r["per_s"] / results["httpx_loop"]["per_s"], 2)
+        for ceiling in ("claim_complete", "claim_batched", "httpx_loop", "client_loop"):
+            r[f"vs_{ceiling}"] = round(r["per_s"] / results[ceiling]["per_s"], 2)
     out = RESULTS_DIR / f"dispatch-{stamp}.json"
     out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
@@ -335,15 +380,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(r: dict) -> str:
     rows = [
-        "| what | deliveries/s | vs claim+complete | vs httpx loop |",
+        "| what | deliveries/s | vs claim + batched complete | vs dispatcher's client loop |",
         "|---|---:|---:|---:|",
-        f"| claim + complete, no HTTP (4 connections) | {r['claim_complete']['per_s']:,} | 1.00 | |",
-        f"| bare httpx loop, no database (100 in flight) | {r['httpx_loop']['per_s']:,} | | 1.00 |",
+        f"| claim + complete a row per round trip, no HTTP (4 connections) | {r['claim_complete']['per_s']:,} | | |",
+        f"| claim + batched complete, no HTTP (4 connections) | {r['claim_batched']['per_s']:,} | 1.00 | |",
+        f"| bare httpx loop, no database (100 in flight) | {r['httpx_loop']['per_s']:,} | | |",
+        f"| bare dispatcher client loop, no database (100 in flight) | {r['client_loop']['per_s']:,} | | 1.00 |",
     ]
     for k in (1, 2):
         d = r[f"dispatcher_{k}"]
         rows.append(f"| {k} dispatcher{'s' if k > 1 else ''}, end to end | {d['per_s']:,} | "
-                    f"{d['vs_claim_complete']:.2f} | {d['vs_httpx_loop']:.2f} |")  # fmt: skip
+                    f"{d['vs_claim_batched']:.2f} | {d['vs_client_loop']:.2f} |")  # fmt: skip
     lat, load = r["latency"], r["seed_load"]
     rows += [
         "",

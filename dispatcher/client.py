@@ -1,10 +1,13 @@
 """One webhook POST and its outcome: status, error class, a snippet of the answer, Retry-After.
 
-10 s for the whole exchange (httpx's per-phase timeouts plus an overall deadline, so a receiver that
-trickles bytes cannot hold a slot longer), redirects never followed (a 3xx is a failed attempt:
-following one would let a receiver point the dispatcher at another host), no proxy from the
-environment, the SSRF guard at connect time (guard.py). The retry policy itself lives in SQL
-(webhooks.record_attempt); this module only reports what happened.
+A small HTTP/1.1 client on asyncio streams (dispatcher/http11.py) rather than httpx: the dispatcher
+sends one request shape (a JSON POST with a Content-Length body, no redirects, no proxy, no cookies,
+no compression) and httpx's generality cost ~5 ms of CPU per POST — the dispatcher's bottleneck
+(docs/performance.md, "Webhook dispatch"). 10 s for the whole exchange (one overall deadline, so a
+receiver that trickles bytes cannot hold a slot longer), redirects never followed (a 3xx is a failed
+attempt: following one would let a receiver point the dispatcher at another host), the SSRF guard at
+connect time (guard.py). The retry policy itself lives in SQL (webhooks.record_attempt); this module
+only reports what happened.
 """
 
 from __future__ import annotations
@@ -15,11 +18,8 @@ import ssl
 import time
 from dataclasses import dataclass
 
-import httpx
-
-from dispatcher.guard import GuardedTransport, Network, RefusedAddress, ResolveError
-
-SNIPPET_BYTES = 1024
+from dispatcher.guard import Network, RefusedAddress, ResolveError
+from dispatcher.http11 import SNIPPET_BYTES, ConnectionPool, ProtocolError
 
 
 @dataclass(frozen=True)
@@ -60,25 +60,19 @@ def _classify(exc: BaseException) -> str:
         return "refused_private_address"
     if isinstance(exc, ResolveError):
         return "dns"
-    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+    if isinstance(exc, TimeoutError):
         return "timeout"
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ssl.SSLError):
-            return "tls"
-        cause = cause.__cause__ or cause.__context__
-    cause = exc
-    while cause is not None:
-        if isinstance(cause, ConnectionRefusedError):
-            return "refused"
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(exc, httpx.ConnectError | httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError):
-        return "connect"  # failed or reset connection (webhooks.error_classes)
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        return "tls"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, ProtocolError | ConnectionError | asyncio.IncompleteReadError | OSError):
+        return "connect"  # failed or reset connection, or an answer that is not HTTP/1.x
     return "other"
 
 
 class Poster:
-    """An httpx client configured for webhooks; `post` never raises for what a receiver does."""
+    """The dispatcher's HTTP client; `post` never raises for what a receiver does."""
 
     def __init__(
         self,
@@ -88,38 +82,30 @@ class Poster:
         max_connections: int = 200,
     ) -> None:
         self.timeout = timeout
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self.client = httpx.AsyncClient(
-            transport=GuardedTransport(allowlist, limits),
-            timeout=httpx.Timeout(timeout),
-            follow_redirects=False,
-            trust_env=False,
-            headers={"user-agent": user_agent, "content-type": "application/json"},
+        self.pool = ConnectionPool(
+            allowlist,
+            {"user-agent": user_agent, "content-type": "application/json"},
+            max_idle=max_connections,
         )
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.pool.aclose()
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
         started = time.perf_counter()
-        status: int | None = None
+        seen: list[int] = []  # the status, once the status line is in (a later timeout keeps it)
         try:
             async with asyncio.timeout(self.timeout):
-                async with self.client.stream("POST", url, content=body, headers=headers) as resp:
-                    status = resp.status_code
-                    chunks, size = [], 0
-                    async for chunk in resp.aiter_raw():
-                        chunks.append(chunk)
-                        size += len(chunk)
-                        if size >= SNIPPET_BYTES:
-                            break
-                    snippet = b"".join(chunks)[:SNIPPET_BYTES].decode("utf-8", "replace") or None
-                    wait = None
-                    if status in (429, 503):
-                        wait = retry_after(resp.headers.get("retry-after"), time.time())
+                status, answer_headers, snippet_bytes = await self.pool.post(url, body, headers, seen)
+            snippet = snippet_bytes.decode("utf-8", "replace") or None
+            wait = None
+            if status in (429, 503):
+                wait = retry_after(answer_headers.get("retry-after"), time.time())
             return Outcome(status, error_class_of(status), snippet, wait, _ms(started))
         except Exception as exc:  # noqa: BLE001 - every failure is an attempt outcome, never a crash
-            return Outcome(status, _classify(exc), str(exc)[:SNIPPET_BYTES] or None, None, _ms(started))
+            text = str(exc) or type(exc).__name__
+            status = seen[0] if seen else None
+            return Outcome(status, _classify(exc), text[:SNIPPET_BYTES], None, _ms(started))
 
 
 def _ms(started: float) -> int:

@@ -1,10 +1,10 @@
 """The SSRF guard: a webhook URL may not reach the dispatcher's own network.
 
-The check happens where the socket is opened (an httpcore network backend): the host is resolved
-once, every address that is not public unicast is dropped, and the connection goes to an address
-that passed — so a DNS answer that changes between a check and the connect (DNS rebinding) cannot
-slip a private address through. The URL's host is kept for the Host header and TLS SNI/certificate
-checks (httpcore passes it to start_tls), only the socket goes to the checked IP.
+The check happens where the socket is opened (dispatcher/http11.py calls `resolve` on every new
+connection): the host is resolved once, every address that is not public unicast is dropped, and the
+connection goes to an address that passed — so a DNS answer that changes between a check and the
+connect (DNS rebinding) cannot slip a private address through. The URL's host is kept for the Host
+header and TLS SNI/certificate checks (server_hostname), only the socket goes to the checked IP.
 
 Refused: private (RFC 1918, fc00::/7), loopback, link-local (169.254/16 — cloud metadata — and
 fe80::/10), multicast, unspecified, reserved, shared (100.64/10) and every other non-global range,
@@ -17,10 +17,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-import typing
-
-import httpcore
-import httpx
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -63,51 +59,3 @@ async def resolve(host: str, port: int, allowlist: tuple[Network, ...]) -> list[
     if not ok:
         raise RefusedAddress(f"{host} resolves only to refused addresses: {', '.join(found)}")
     return ok
-
-
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's asyncio backend, connecting only to addresses the guard accepted."""
-
-    def __init__(self, allowlist: tuple[Network, ...]) -> None:
-        self.allowlist = allowlist
-        self.inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: typing.Iterable[typing.Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await resolve(host, port, self.allowlist)
-        last: Exception | None = None
-        for address in addresses:
-            try:
-                return await self.inner.connect_tcp(address, port, timeout, local_address, socket_options)
-            except httpcore.ConnectError as exc:  # try the next accepted address
-                last = exc
-        assert last is not None
-        raise last
-
-    async def connect_unix_socket(self, *args: typing.Any, **kw: typing.Any) -> httpcore.AsyncNetworkStream:
-        raise RefusedAddress("unix sockets are not webhook targets")
-
-    async def sleep(self, seconds: float) -> None:
-        await self.inner.sleep(seconds)
-
-
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport with the guarded backend (and no proxy: a proxy would bypass the guard)."""
-
-    def __init__(self, allowlist: tuple[Network, ...], limits: httpx.Limits) -> None:
-        super().__init__(limits=limits, trust_env=False)
-        ssl_context = httpx.create_ssl_context()
-        # httpx offers no network_backend option: replace its pool with the same one, guarded.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=GuardedBackend(allowlist),
-        )
