@@ -8,18 +8,15 @@ connection that is re-opened when it drops.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import dict_row
 
-from waybill.log import get_logger
+from waybill import listen
 
 # -- the cache ------------------------------------------------------------------------------------
 
@@ -279,77 +276,19 @@ async def load(conn: psycopg.AsyncConnection, schema: str) -> SchemaCache:
 # -- the LISTEN connection ----------------------------------------------------------------------
 
 
-class Listener:
-    """LISTEN on a dedicated connection; reload on 'reload schema'; re-open (and reload) when it drops.
+class Listener(listen.Listener):
+    """LISTEN on a dedicated connection (waybill/listen.py); reload on 'reload schema' or after a re-open."""
 
-    A connection that silently died is found by a `select 1` probe after `probe_seconds` of quiet.
-    """
+    connect_event = "schema_listener_connect_succeeded"
+    lost_event = "schema_listener_connection_lost"
 
     def __init__(
-        self,
-        conninfo: str,
-        channel: str,
-        on_reload: Callable[[], Awaitable[Any]],
-        probe_seconds: float = 10.0,
-        max_backoff: float = 32.0,
+        self, conninfo: str, channel: str, on_reload: Callable[[], Awaitable[Any]], **kw: Any
     ) -> None:
-        self.conninfo = conninfo
-        self.channel = channel
+        super().__init__(conninfo, channel, self._notified, on_reload, task_name="gateway-listener", **kw)
         self.on_reload = on_reload
-        self.probe_seconds = probe_seconds
-        self.max_backoff = max_backoff
-        self.connected = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._conn: psycopg.AsyncConnection | None = None
-        self.log = get_logger()
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="gateway-listener")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def drop_connection_for_test(self) -> None:
-        """Close the LISTEN connection from under the listener (tests prove it re-opens)."""
-        if self._conn is not None:
-            await self._conn.close()
-
-    async def _run(self) -> None:
-        backoff = 1.0
-        first = True
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
-                    self._conn = conn
-                    await conn.execute(sql.SQL("listen {}").format(sql.Identifier(self.channel)))
-                    self.connected.set()
-                    self.log.info("schema_listener_connect_succeeded", channel=self.channel)
-                    if not first:
-                        # Notifications may have been missed while the connection was down.
-                        await self.on_reload()
-                    first = False
-                    backoff = 1.0
-                    while True:
-                        async for notify in conn.notifies(timeout=self.probe_seconds):
-                            if notify.payload in ("", "reload schema"):
-                                self.log.info("schema_reload_requested", channel=self.channel)
-                                await self.on_reload()
-                        await conn.execute("select 1")  # liveness probe after a quiet period
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any failure: log, back off, re-open
-                self.connected.clear()
-                self._conn = None
-                self.log.warning(
-                    "schema_listener_connection_lost",
-                    channel=self.channel,
-                    error=str(exc),
-                    retry_in_s=backoff,
-                )
-                first = False
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
+    async def _notified(self, payload: str) -> None:
+        if payload in ("", "reload schema"):
+            self.log.info("schema_reload_requested", channel=self.channel)
+            await self.on_reload()

@@ -168,9 +168,11 @@ def test_events_doc_lists_exactly_the_emitted_events() -> None:
     emitted = set()
     for path in (PROJECT_ROOT / "sql").glob("*.sql"):
         emitted |= set(re.findall(r"ops\.log_event\(\s*'([a-z_]+)'", path.read_text()))
-    for path in [*(PROJECT_ROOT / "waybill").glob("*.py"), *(PROJECT_ROOT / "gateway").glob("*.py")]:
+    python = [p for d in ("waybill", "gateway", "dispatcher") for p in (PROJECT_ROOT / d).glob("*.py")]
+    for path in python:
         text = path.read_text()
         emitted |= set(re.findall(r'\.(?:warning|info|error)\(\s*"([a-z_]+)"', text))
+        emitted |= set(re.findall(r'^\s+[a-z]+_event = "([a-z_]+)"', text, re.M))  # waybill/listen.py
         emitted |= set(
             re.findall(r'\("[a-z]+", "([a-z_]+_logged)"\)', text)
         )  # std loggers bridged to LogEntry

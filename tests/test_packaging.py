@@ -24,7 +24,7 @@ from waybill import process
 from waybill.cluster import free_port
 from waybill.settings import PROJECT_ROOT
 
-PACKED = ["pyproject.toml", "README.md", "waybill", "gateway", "migrations", "sql", "config"]
+PACKED = ["pyproject.toml", "README.md", "waybill", "gateway", "dispatcher", "migrations", "sql", "config"]
 
 
 def _build_wheel(tmp: Path) -> Path:
@@ -99,7 +99,7 @@ def test_installed_package_runs_the_stack_outside_the_checkout() -> None:
             [
                 str(venv / "bin" / "python"),
                 "-c",
-                "import waybill, gateway; print(waybill.__file__, gateway.__file__)",
+                "import waybill, gateway, dispatcher; print(waybill.__file__, gateway.__file__, dispatcher.__file__)",
             ],
             cwd=work,
             env=env,

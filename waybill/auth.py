@@ -37,6 +37,20 @@ def jwt_secret(settings: Settings) -> str:
     return path.read_text().strip()
 
 
+def login_password(settings: Settings, role: str, given: str | None) -> str:
+    """A login role's password on an existing server (authenticator, dispatcher): `given` (from the
+    environment) when set, else one generated once into `<data dir>/<role>-password` (0600)."""
+    if given:
+        return given
+    path = Path(settings.data_dir) / f"{role}-password"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
 def check_ttl(ttl_seconds: int) -> int:
     """A token lifetime `waybill token` accepts: 1 s to MAX_TTL."""
     if not 0 < ttl_seconds <= MAX_TTL:

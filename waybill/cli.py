@@ -66,6 +66,10 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
         if settings.authenticator_password:
             migrate.set_login_password(url, "authenticator", settings.authenticator_password)
             print("authenticator password set")
+        dispatcher_password = os.environ.get("WAYBILL_DISPATCHER_PASSWORD")
+        if dispatcher_password:
+            migrate.set_login_password(url, "dispatcher", dispatcher_password)
+            print("dispatcher password set")
     return 0
 
 
@@ -123,6 +127,26 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return Stack(settings).run()
 
 
+def cmd_dispatcher(args: argparse.Namespace, settings: Settings) -> int:
+    from dispatcher.config import DispatcherSettings, build_config, dispatcher_url
+    from dispatcher.run import run
+    from waybill import log
+
+    log.configure("dispatcher", settings.log_level)
+    ds = DispatcherSettings()
+    socket_url = None
+    if not settings.database_url and not ds.dispatcher_database_url:
+        socket_url = embedded(settings).url(user="dispatcher")
+    url = dispatcher_url(settings.database_url, ds, socket_url)
+    return run(build_config(url, ds, name=args.name, status_port=args.status_port))
+
+
+def cmd_receiver(args: argparse.Namespace, settings: Settings) -> int:
+    from dispatcher.receiver import serve
+
+    return serve(args.host, args.port)
+
+
 def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
     from waybill import testing
 
@@ -166,6 +190,18 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("run", help="the whole stack in the foreground (make run); Ctrl-C stops it")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("dispatcher", help="the webhook dispatcher daemon (settings: dispatcher/config.py)")
+    p.add_argument("--name", help="this dispatcher's name in heartbeats and leases (default host-pid)")
+    p.add_argument("--status-port", type=int, help="/healthz and /metrics port (default 3002; 0 = any)")
+    p.set_defaults(func=cmd_dispatcher)
+
+    p = sub.add_parser(
+        "receiver", help="the example webhook receiver: verify, dedup, print (secret from env)"
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3003)
+    p.set_defaults(func=cmd_receiver)
 
     p = sub.add_parser("test", help="the whole suite: pgTAP via pg_prove, then pytest")
     p.set_defaults(func=cmd_test)

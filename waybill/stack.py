@@ -9,7 +9,6 @@ started — child processes first, then the cluster — and leaves no process be
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -23,25 +22,13 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from waybill import migrate, process, seed
-from waybill.auth import DEFAULT_TTL, jwt_secret, mint
+from waybill.auth import DEFAULT_TTL, jwt_secret, login_password, mint
 from waybill.cluster import Cluster
 from waybill.settings import Settings
+from waybill.stack_webhooks import DemoWebhooks
 
 DEMO_ORDERS = 2_000
 DEMO_AGENTS = 60
-
-
-def authenticator_password(settings: Settings) -> str:
-    """WAYBILL_AUTHENTICATOR_PASSWORD, or one generated once per data directory (0600 file there)."""
-    if settings.authenticator_password:
-        return settings.authenticator_password
-    path = Path(settings.data_dir) / "authenticator-password"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32))
-    return path.read_text().strip()
 
 
 class Stack:
@@ -74,7 +61,7 @@ class Stack:
         """
         if self.cluster is not None:
             return self.cluster.url(user="authenticator"), {}
-        password = authenticator_password(self.settings)
+        password = login_password(self.settings, "authenticator", self.settings.authenticator_password)
         migrate.set_login_password(owner_url, "authenticator", password)
         params = conninfo_to_dict(owner_url) | {"user": "authenticator"}
         params.pop("password", None)
@@ -174,7 +161,12 @@ class Stack:
             print(f"migrations: {applied} applied", flush=True)
             seeded = self.seed_if_empty(url)
             front = self.start_http(url)
+            # Webhooks (waybill/stack_webhooks.py): receiver, dispatcher, demo subscription.
+            hooks = DemoWebhooks(self.settings, self.cluster)
+            self.children += hooks.start(url)
+            api = f"http://{self.settings.api_host}:{self.settings.api_port}"
             print(self.banner(url, seeded, front), flush=True)
+            print("\n".join(hooks.banner_lines(url, api)), flush=True)
             while not self.stopping.wait(timeout=1.0):
                 for child in self.children:
                     if child.poll() is not None:
