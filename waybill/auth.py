@@ -23,32 +23,28 @@ DEFAULT_TTL = 3600  # seconds: `waybill token` and the `make run` banner
 MAX_TTL = 24 * 3600  # no token of any role lives longer: a leaked one expires within a day
 
 
+def generated_secret(path: Path, nbytes: int) -> str:
+    """The secret kept in `path` (0600, the invoking user's), generated once on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(nbytes))
+    return path.read_text().strip()
+
+
 def jwt_secret(settings: Settings) -> str:
     if settings.jwt_secret:
         if len(settings.jwt_secret) < MIN_SECRET:
             raise ValueError(f"WAYBILL_JWT_SECRET must have at least {MIN_SECRET} characters")
         return settings.jwt_secret
-    path = Path(settings.data_dir) / "jwt-secret"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()
+    return generated_secret(Path(settings.data_dir) / "jwt-secret", 48)
 
 
 def login_password(settings: Settings, role: str, given: str | None) -> str:
     """A login role's password on an existing server (authenticator, dispatcher): `given` (from the
     environment) when set, else one generated once into `<data dir>/<role>-password` (0600)."""
-    if given:
-        return given
-    path = Path(settings.data_dir) / f"{role}-password"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32))
-    return path.read_text().strip()
+    return given or generated_secret(Path(settings.data_dir) / f"{role}-password", 32)
 
 
 def check_ttl(ttl_seconds: int) -> int:
