@@ -47,6 +47,7 @@ from waybill.log import get_logger
 VERSION = version("waybill")
 USER_AGENT = f"Waybill-Webhooks/{VERSION}"
 RECORD_BATCH = 50  # outcomes per pipelined record_attempt round trip
+BUSY_POLL_SECONDS = 0.25  # while POSTs are in flight: claim again at the latest after this
 RECORDERS = 2  # concurrent recording round trips (the pool holds 4 connections: claims need one)
 
 
@@ -202,7 +203,13 @@ class Dispatcher:
                 await self._claim_round()
                 if self._stopping.is_set():
                     break
-                delay, blocked = await self._idle_delay()
+                if self.in_flight:
+                    # Busy: our next POST to end frees a slot and wakes us to claim again; arming the
+                    # NOTIFY and reading the next due time (two round trips) can wait until we are
+                    # idle. The short poll covers rows another dispatcher leaves, retries coming due.
+                    delay, blocked = BUSY_POLL_SECONDS, True
+                else:
+                    delay, blocked = await self._idle_delay()
             except psycopg.Error as exc:
                 self._db_failed(exc)
                 delay, blocked = 1.0, False
@@ -375,15 +382,22 @@ class Dispatcher:
             while self._to_record:
                 batch = [(p, f) for p, f in self._to_record[:RECORD_BATCH] if not f.done()]
                 del self._to_record[:RECORD_BATCH]
-                if batch:
+                if not batch:
+                    continue
+                try:
                     await self._record_batch(batch)
+                except Exception as exc:  # noqa: BLE001 - never lose the recorder: its waiters get the error
+                    self.log.error("webhook_record_batch_crashed", rows=len(batch), error=repr(exc))
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
 
     async def _record_batch(self, batch: list[tuple[dict[str, Any], asyncio.Future]]) -> None:
         batch.sort(key=lambda item: item[0]["delivery_id"])  # row locks in one order across batches
         statuses: list[Any]
         try:
             statuses = await self._record_many([p for p, _ in batch])
-        except psycopg.errors.TransactionRollbackError:
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
             statuses = await self._record_one_by_one(batch)  # a deadlock (410s disabling a subscription)
         except psycopg.OperationalError as exc:  # the database is unreachable: each waiter retries
             statuses = [exc] * len(batch)

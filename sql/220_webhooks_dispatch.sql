@@ -157,7 +157,10 @@ begin
     -- it short - bench/outbox.py drained 29,734 deliveries with 2 dispatchers claiming 50 and
     -- recording them at 1,035 deliveries/s (no HTTP, loaded 2-core machine); the candidate scan
     -- reads deliveries_due_idx: 0.021 ms vs 58.9 ms for a Parallel Seq Scan at 600,000
-    -- deliveries (make explain, docs/indexes.md).
+    -- deliveries (make explain, docs/indexes.md). Ties are broken by id (creation order): the rows
+    -- of one commit share next_attempt_at, and without the tie-break the window could hold one
+    -- subscription's rows only, so a claim returned its remaining share (10) instead of 50
+    -- (bench/dispatch.py, 0010.dispatcher_batch).
     return query
     with busy as (
         select s.id as subscription_id,
@@ -170,7 +173,7 @@ begin
           from webhooks.deliveries d
          where d.status = 'PENDING' and d.next_attempt_at <= v_now
            and d.subscription_id in (select b.subscription_id from busy b where b.in_flight < p_per_subscription)
-         order by d.next_attempt_at
+         order by d.next_attempt_at, d.id
          limit v_limit * 2
            for update of d skip locked
     ), picked as (
