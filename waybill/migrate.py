@@ -113,7 +113,7 @@ def scaffold(name: str, directory: Path) -> tuple[Path, Path]:
 def apply_schema_files(url: str) -> None:
     """Build a database from sql/ directly (the canonical schema), then post-apply."""
     with psycopg.connect(url, autocommit=True) as conn:
-        for path in [*resources.schema_files(), resources.post_apply()]:
+        for path in [*resources.schema_files(), *resources.post_apply()]:
             conn.execute(path.read_text())
 
 

@@ -23,7 +23,7 @@ def _data(*parts: str) -> Traversable:
 
 
 def migrations_dir() -> Traversable:
-    """migrations/: the yoyo files, their rollbacks, post-apply.sql and landed.sha256."""
+    """migrations/: the yoyo files, their rollbacks, the post-apply*.sql hooks and landed.sha256."""
     return _data("migrations")
 
 
@@ -33,14 +33,24 @@ def migration_files() -> list[Traversable]:
         (
             f
             for f in migrations_dir().iterdir()
-            if f.name.endswith(".sql") and not f.name.endswith(".rollback.sql") and f.name != "post-apply.sql"
+            if f.name.endswith(".sql")
+            and not f.name.endswith(".rollback.sql")
+            and not f.name.startswith("post-apply")
         ),
         key=lambda f: f.name,
     )
 
 
-def post_apply() -> Traversable:
-    return migrations_dir().joinpath("post-apply.sql")
+def post_apply() -> list[Traversable]:
+    """The post-apply*.sql hooks, in the order yoyo runs them after every apply (name order)."""
+    return sorted(
+        (
+            f
+            for f in migrations_dir().iterdir()
+            if f.name.startswith("post-apply") and f.name.endswith(".sql")
+        ),
+        key=lambda f: f.name,
+    )
 
 
 def schema_files() -> list[Traversable]:
