@@ -16,7 +16,8 @@ After every phase the run checks itself, so it cannot silently measure failures:
 CAPTURE posting per captured payment, baseline rows = counted inserts.
 
     python -m bench.lifecycle                      # throw-away cluster, 1/8/32 clients, ~2 minutes
-    python -m bench.lifecycle --database-url URL   # an existing, migrated database
+    WAYBILL_BENCH_DATABASE_URL=URL python -m bench.lifecycle   # an existing, migrated database
+                                       # (WAYBILL_BENCH_PGBENCH_URL: pgbench's database there)
 """
 
 from __future__ import annotations
@@ -1004,8 +1005,9 @@ def format_markdown(results: dict) -> str:
 @contextlib.contextmanager
 def _databases(args: argparse.Namespace) -> Iterator[tuple[str, str | None]]:
     """(bench database URL, pgbench database URL or None)."""
-    if args.database_url:
-        yield args.database_url, args.pgbench_url
+    # URLs by environment, never argv (a password in one is readable by any local user).
+    if url := os.environ.get("WAYBILL_BENCH_DATABASE_URL"):
+        yield url, os.environ.get("WAYBILL_BENCH_PGBENCH_URL")
         return
     from waybill import testing
 
@@ -1024,7 +1026,6 @@ def _databases(args: argparse.Namespace) -> Iterator[tuple[str, str | None]]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.lifecycle", description=__doc__.split("\n\n")[0])
-    p.add_argument("--database-url", help="a migrated database to use (default: a throw-away cluster)")
     p.add_argument("--levels", default="1,8,32", help="client counts, comma-separated (default 1,8,32)")
     p.add_argument(
         "--seconds",
@@ -1047,7 +1048,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--zips", type=int, default=50)
     p.add_argument("--agents", type=int, default=100)
     p.add_argument("--no-pgbench", action="store_true", help="skip the pgbench reference runs")
-    p.add_argument("--pgbench-url", help="database for pgbench when --database-url is used")
     p.add_argument("--pgbench-mode", default="tpcb-like", help="pgbench built-in script (default tpcb-like)")
     p.add_argument("--pgbench-seconds", type=float, default=5.0, help="per client count (default 5)")
     p.add_argument("--pgbench-scale", type=int, help="default: the largest client count")

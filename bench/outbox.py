@@ -17,7 +17,7 @@ no HTTP: the claim-and-complete ceiling), then retention runs (webhooks.prune wi
 retention and after a VACUUM.
 
     python -m bench.outbox                       # throw-away cluster, 1/8/32 clients, ~3 minutes
-    python -m bench.outbox --database-url URL    # an existing, migrated database
+    WAYBILL_BENCH_DATABASE_URL=URL python -m bench.outbox    # an existing, migrated database
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import os
 import sys
 import threading
 import time
@@ -324,7 +325,6 @@ def _database(url: str | None) -> Iterator[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.outbox", description=__doc__.split("\n\n")[0])
-    p.add_argument("--database-url", help="a migrated database to use (default: a throw-away cluster)")
     p.add_argument("--levels", default="1,8,32", help="client counts, comma-separated (default 1,8,32)")
     p.add_argument("--seconds", type=float, default=6.0, help="seconds per mode per client count (default 6)")
     p.add_argument(
@@ -336,7 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--output", type=Path, help="results JSON (default bench/results/outbox-<time>.json)")
     args = p.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
-    with _database(args.database_url) as url:
+    # an existing, migrated database by environment, never argv (a password in it would be public)
+    with _database(os.environ.get("WAYBILL_BENCH_DATABASE_URL")) as url:
         results = run(
             url, levels=levels, seconds=args.seconds, slices=args.slices, drain_seconds=args.drain_seconds
         )
