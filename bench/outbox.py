@@ -18,6 +18,13 @@ retention and after a VACUUM.
 
     python -m bench.outbox                       # throw-away cluster, 1/8/32 clients, ~3 minutes
     WAYBILL_BENCH_DATABASE_URL=URL python -m bench.outbox    # an existing, migrated database
+
+Before/after a schema change, in one interleaved run (`--before MIGRATION`): a second database of
+the same throw-away cluster has MIGRATION (and every later one) rolled back; off and on run in both,
+interleaved (before:off, before:on, after:off, after:on, the order of the two databases alternating
+slice by slice), and each database's on/off ratio, extra CPU and extra WAL are reported side by side.
+
+    python -m bench.outbox --before 0011.outbox_lean --seconds 12 --slices 4   # docs/performance.md
 """
 
 from __future__ import annotations
@@ -278,6 +285,106 @@ def run(url: str, *, levels: Sequence[int] = (1, 8, 32), seconds: float = 6.0, s
     return results
 
 
+def _figures(mode_summary: dict) -> dict:
+    return {
+        "transitions_per_s": mode_summary["ops_per_s"],
+        "backend_cpu_us_per_transition": mode_summary["backend_cpu_us_per_op"],
+        "wal_bytes_per_transition": mode_summary["wal_bytes_per_op"],
+        "top_waits": dict(list(mode_summary["waits"].items())[:6]),
+        "errors": mode_summary["errors"],
+    }
+
+
+def _overhead(off: dict, on: dict) -> dict:
+    """on against off of the same database: ratio of rates, extra CPU and WAL per transition."""
+    out: dict[str, Any] = {"ratio": round(on["transitions_per_s"] / off["transitions_per_s"], 3)}
+    for key, name in (
+        ("backend_cpu_us_per_transition", "extra_cpu_us"),
+        ("wal_bytes_per_transition", "extra_wal_bytes"),
+    ):
+        if on[key] and off[key]:
+            out[name] = on[key] - off[key]
+    return out
+
+
+def run_before_after(urls: dict[str, str], *, levels: Sequence[int] = (1, 8, 32), seconds: float = 12.0,
+                     slices: int = 4, seed: int = 7, world_size: dict | None = None, log: Any = _log) -> dict:  # fmt: skip
+    """Outbox off vs on in two databases ("before", "after" a schema change), all slices interleaved."""
+    started = dt.datetime.now(dt.UTC)
+    versions = list(urls)
+    worlds, wake_defs = {}, {}
+    for v, url in urls.items():
+        worlds[v] = build_world(url, **(world_size or {}))
+        with psycopg.connect(url, autocommit=True) as conn:
+            wake_defs[v] = conn.execute(
+                "select pg_get_functiondef('webhooks.tg_deliveries__wake'::regproc)"
+            ).fetchone()[0]
+            conn.execute(
+                "insert into webhooks.subscriptions (url, event_types, created_by, updated_by)"
+                " select 'https://bench.example.test/hook', array_agg(event_type), 'bench', 'bench' from webhooks.event_types"
+            )
+    results: dict[str, Any] = {
+        "benchmark": "outbox-before-after",
+        "started_at": started.isoformat(timespec="seconds"),
+        "load_average_start": os.getloadavg(),
+        "config": {
+            "levels": list(levels),
+            "seconds_per_mode": seconds,
+            "slices": slices,
+            "versions": versions,
+        },
+        "levels": [],
+    }
+    ok = True
+    piece = seconds / slices
+    for n in levels:
+        log(f"{n} client(s): {slices} x (off, on) in {' and '.join(versions)}, {piece:g} s each")
+        parts: dict[tuple[str, str], list] = {(v, m): [] for v in versions for m in ("off", "on")}
+        for k in range(slices):
+            for v in versions if k % 2 == 0 else versions[::-1]:
+                for mode in ("off", "on"):
+                    set_mode(urls[v], mode, wake_defs[v])
+                    parts[(v, mode)].append(
+                        run_slice(urls[v], "lifecycle", worlds[v], n, piece, seed + 100 * n + k, 1)
+                    )
+        level: dict[str, Any] = {"clients": n, "load_average": os.getloadavg()}
+        for v in versions:
+            figs = {}
+            for mode in ("off", "on"):
+                summary, ids = summarise("lifecycle", n, parts[(v, mode)])
+                checks = check_lifecycle(urls[v], summary, ids)
+                ok &= all(c["ok"] for c in checks.values())
+                figs[mode] = _figures(summary) | {"checks_ok": all(c["ok"] for c in checks.values())}
+            level[v] = figs | _overhead(figs["off"], figs["on"])
+        results["levels"].append(level)
+        log(format_before_after({"levels": [level], "config": results["config"]}))
+    for v in versions:
+        set_mode(urls[v], "on", wake_defs[v])
+    results["load_average_end"] = os.getloadavg()
+    results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    results["ok"] = bool(ok)
+    return results
+
+
+def format_before_after(results: dict) -> str:
+    versions = results["config"]["versions"]
+    head = (
+        "| clients | "
+        + " | ".join(f"{v}: off t/s | {v}: on t/s (ratio) | {v}: +CPU µs/t | {v}: +WAL B/t" for v in versions)
+        + " | load average |"
+    )
+    rows = [head, "|---:" * (1 + 4 * len(versions)) + "|---|"]
+    for lvl in results["levels"]:
+        cells = [str(lvl["clients"])]
+        for v in versions:
+            f = lvl[v]
+            cells += [f"{f['off']['transitions_per_s']:.0f}", f"{f['on']['transitions_per_s']:.0f} ({f['ratio']:.2f})",
+                      str(f.get("extra_cpu_us")), str(f.get("extra_wal_bytes"))]  # fmt: skip
+        cells.append(" / ".join(f"{x:.1f}" for x in lvl["load_average"]))
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def format_markdown(results: dict) -> str:
     head = "| clients | off t/s | on t/s (ratio) | on_armed t/s (ratio) | notify_every t/s (ratio) | +CPU µs/t (on) | +WAL B/t (on) | NOTIFYs (armed / every) |"
     rows = [head, "|" + "---|" * 8]
@@ -323,6 +430,37 @@ def _database(url: str | None) -> Iterator[str]:
         yield cluster.url("bench_outbox")
 
 
+@contextlib.contextmanager
+def _databases(before: str) -> Iterator[dict[str, str]]:
+    """{"before": a database with `before` and every later migration rolled back, "after": all applied}.
+    Existing databases by environment (WAYBILL_BENCH_BEFORE_DATABASE_URL and
+    WAYBILL_BENCH_DATABASE_URL), else two of a throw-away cluster."""
+    from waybill import migrate
+
+    ids = migrate.ordered_ids()
+    if before not in ids:
+        raise SystemExit(f"no migration {before!r}")
+    rollback = ids[ids.index(before) :][::-1]
+    env_before, env_after = (
+        os.environ.get(k) for k in ("WAYBILL_BENCH_BEFORE_DATABASE_URL", "WAYBILL_BENCH_DATABASE_URL")
+    )
+    if env_before and env_after:
+        yield {"before": env_before, "after": env_after}
+        return
+    from waybill import testing
+
+    with testing.test_cluster() as cluster:
+        _log(f"throw-away cluster in {cluster.data_dir}; migrating the template")
+        testing.build_template(cluster)
+        for db in ("bench_outbox_before", "bench_outbox"):
+            cluster.drop_database(db)
+            cluster.create_database(db, template=testing.TEMPLATE_DB)
+        for mid in rollback:
+            _log(f"bench_outbox_before: rolling back {mid}")
+            migrate.apply_step(cluster.url("bench_outbox_before"), mid, rollback=True)
+        yield {"before": cluster.url("bench_outbox_before"), "after": cluster.url("bench_outbox")}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.outbox", description=__doc__.split("\n\n")[0])
     p.add_argument("--levels", default="1,8,32", help="client counts, comma-separated (default 1,8,32)")
@@ -334,8 +472,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--drain-seconds", type=float, default=60.0, help="longest claim-and-complete drain (default 60)"
     )
     p.add_argument("--output", type=Path, help="results JSON (default bench/results/outbox-<time>.json)")
+    p.add_argument(
+        "--before", metavar="MIGRATION",
+        help="compare off/on with MIGRATION (and later ones) rolled back vs applied, interleaved (no drain)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    if args.before:
+        with _databases(args.before) as urls:
+            results = run_before_after(urls, levels=levels, seconds=args.seconds, slices=args.slices)
+        results["config"]["before"] = args.before
+        path = args.output or RESULTS_DIR / (
+            f"outbox-before-after-{results['started_at'].replace('+00:00', 'Z').replace(':', '').replace('-', '')}.json"
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        print(format_before_after(results))
+        print(f"\nresults: {path}")
+        return 0 if results["ok"] else 1
     # an existing, migrated database by environment, never argv (a password in it would be public)
     with _database(os.environ.get("WAYBILL_BENCH_DATABASE_URL")) as url:
         results = run(

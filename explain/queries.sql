@@ -184,6 +184,14 @@ select d.id, d.event_id, d.status, d.attempts, d.last_status_code, d.created_at
  order by d.created_at desc
  limit 50;
 
+-- name: webhook_pending_of_subscription
+-- serves: webhooks.disable_subscription (its PENDING rows become SKIPPED) and the PENDING count of GET /webhook_subscriptions: index 2 leaves PENDING rows out since 0011, the due index holds them (the backlog only)
+-- expect: deliveries_due_idx
+-- params: select p.agent_id from explain_params p where p.k = 'busiest_webhook_subscription'
+select count(*)
+  from webhooks.deliveries d
+ where d.subscription_id = $1 and d.status = 'PENDING';
+
 -- name: webhook_events_by_type
 -- serves: GET /webhook_events?event_type=eq.T&occurred_at=gte.X&order=occurred_at.desc
 -- expect: events_event_type_occurred_at_idx

@@ -327,7 +327,7 @@ insert into webhooks.subscriptions (url, event_types, created_by, updated_by)
 select 'https://explain-' || g || '.example.test/', (select array_agg(event_type) from webhooks.event_types),
        'explain', 'explain'
   from generate_series(1, 3) g;
-insert into webhooks.events (event_type, aggregate_type, aggregate_id, idempotency_key, occurred_at, created_at, body)
+insert into webhooks.events (event_type, aggregate_type, aggregate_id, idempotency_key, occurred_at, created_at, data)
 select t.event_type, t.aggregate_type, g, 'explain:' || g, ts, ts, '{"explain": true}'
   from generate_series(1, %(events)s) g
  cross join lateral (select now() - interval '30 days' * (1 - g::float8 / %(events)s) as ts) x

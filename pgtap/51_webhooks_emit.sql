@@ -2,7 +2,7 @@
 -- (PENDING if ACTIVE, SKIPPED if DISABLED), nothing for other changes, idempotent on the key; the
 -- deferred wake-up trigger notifies only when a dispatcher is armed.
 begin;
-select plan(24);
+select plan(29);
 
 insert into core.customers (id, name, email) overriding system value values (9201, 'C', 'c9201@example.test');
 insert into core.sellers (id, name) overriding system value values (9201, 'S');
@@ -64,11 +64,43 @@ select set_eq($$select e.event_type from webhooks.deliveries d join webhooks.eve
     array['order.confirmed', 'order.delivered', 'order.cancelled'], 'the orders-only subscription gets order events only');
 select is((select count(*)::int from webhooks.deliveries where subscription_id = 9203 and status = 'SKIPPED' and finished_at is not null), 14,
     'the DISABLED subscription gets every delivery as SKIPPED');
-select is((select count(*)::int from webhooks.events
-            where body::jsonb ->> 'eventId' = id::text and body::jsonb ->> 'idempotencyKey' = idempotency_key
-              and body::jsonb ->> 'eventType' = event_type
-              and (select array_agg(k order by k) from jsonb_object_keys(body::jsonb) k) = '{data,eventId,eventType,idempotencyKey,timestamp}'),
+select is((select count(*)::int from webhooks.events e
+            where webhooks.event_body(e)::jsonb ->> 'eventId' = id::text
+              and webhooks.event_body(e)::jsonb ->> 'idempotencyKey' = idempotency_key
+              and webhooks.event_body(e)::jsonb ->> 'eventType' = event_type
+              and webhooks.event_body(e)::jsonb -> 'data' = data::jsonb
+              and (select array_agg(k order by k) from jsonb_object_keys(webhooks.event_body(e)::jsonb) k) = '{data,eventId,eventType,idempotencyKey,timestamp}'),
     14, 'every body is exactly {eventId, eventType, timestamp, idempotencyKey, data} and matches its row');
+-- The payload is composed from the row (0011.outbox_lean): the row stores data only, and the
+-- composition must give the same bytes whatever the session's settings (the dispatcher signs them).
+select is((select count(*)::int from webhooks.events where body is null and data is not null), 14,
+    'new events store their data, not the whole payload');
+select is((select count(*)::int from webhooks.events e
+            where webhooks.event_body(e)::jsonb::text = webhooks.event_body(e)
+              and webhooks.event_body(e) ~ '"timestamp": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"'),
+    14, 'each body is canonical JSON (re-parsing gives the same bytes) with an RFC 3339 UTC timestamp');
+create temp table tap_bodies as select e.id, md5(webhooks.event_body(e)) as h from webhooks.events e;
+set local timezone = 'Pacific/Chatham';
+set local datestyle = 'SQL, DMY';
+set local intervalstyle = 'sql_standard';
+set local extra_float_digits = -15;
+set local lc_numeric = 'C';
+select is((select count(*)::int from webhooks.events e join tap_bodies b on b.id = e.id
+            where md5(webhooks.event_body(e)) = b.h), 14,
+    'the same bytes under another TimeZone, DateStyle, IntervalStyle and extra_float_digits');
+reset timezone; reset datestyle; reset intervalstyle; reset extra_float_digits; reset lc_numeric;
+-- An event written before 0011 keeps its stored body, byte for byte (even when not canonical).
+insert into webhooks.events (id, event_type, aggregate_type, aggregate_id, idempotency_key, occurred_at, body)
+values ('00000000-0000-7000-8000-000000009201', 'payment.failed', 'payment', 9201, 'tap:legacy', now(), '{"eventId":"legacy"}');
+select is((select webhooks.event_body(e) from webhooks.events e where e.idempotency_key = 'tap:legacy'), '{"eventId":"legacy"}',
+    'an event stored with its body (before 0011) is sent with exactly that body');
+-- Event ids: version 7, variant 10, the millisecond of their time first, in time order.
+select ok((select bool_and(substr(u::text, 15, 1) = '7' and substr(u::text, 20, 1) in ('8', '9', 'a', 'b')
+                  and substr(replace(u::text, '-', ''), 1, 12) = lpad(to_hex((extract(epoch from t) * 1000)::bigint), 12, '0'))
+             from (select t, webhooks.uuid_v7(t) as u
+                     from generate_series(timestamptz '2026-01-01 00:00:00.0004+00', timestamptz '2026-01-02', interval '37 min 0.001 s') t) x)
+          and webhooks.uuid_v7(timestamptz '2026-01-01 00:00:00.001+00') < webhooks.uuid_v7(timestamptz '2026-01-01 00:00:00.002+00'),
+    'uuid_v7: version 7, RFC 9562 variant, 48-bit millisecond prefix, ordered by time');
 select throws_code(format($$select webhooks.emit('order.confirmed', 1, %L, '{}', now())$$,
                           (select idempotency_key from webhooks.events where event_type = 'order.confirmed')),
     'UNIQUE_VIOLATION', 'the same idempotency key again is refused: one event per business fact');

@@ -273,16 +273,18 @@ language sql
 volatile
 as $$
     -- A time-ordered UUID (RFC 9562 version 7): 48 bits of Unix milliseconds, then the random bits
-    -- of gen_random_uuid() (version nibble set to 7, variant kept). Why not gen_random_uuid(): a
-    -- random key sends every insert to a random leaf of the primary key and of deliveries'
-    -- (event_id, subscription_id) key - a full-page image after each checkpoint and a cache miss
-    -- per insert; time-ordered keys append to the rightmost leaf. bench/outbox.py measured the
-    -- outbox at 0.72 of the commit rate at 32 clients with random ids (docs/performance.md).
-    -- No SET clause (every name qualified) so it inlines: with one it cost ~37 us per call.
-    select encode(set_byte(overlay(r.b placing substring(int8send((extract(epoch from coalesce(p_at, clock_timestamp())) * 1000)::bigint) from 3)
-                                   from 1 for 6),
-                           6, (get_byte(r.b, 6) & 15) | 112), 'hex')::uuid
-      from (select uuid_send(gen_random_uuid()) as b) r
+    -- of gen_random_uuid() (version nibble - hex digit 13 - set to 7, variant kept). Why not
+    -- gen_random_uuid(): a random key sends every insert to a random leaf of the primary key and of
+    -- deliveries' (event_id, subscription_id) key - a full-page image after each checkpoint and a
+    -- cache miss per insert; time-ordered keys append to the rightmost leaf. bench/outbox.py
+    -- measured the outbox at 0.72 of the commit rate at 32 clients with random ids.
+    -- One expression, no FROM and no SET clause (every name qualified), so the planner inlines it:
+    -- as a sub-select it was not inlinable, and each emission paid ~20-80 us to plan it afresh
+    -- (0011.outbox_lean, docs/performance.md).
+    select overlay(encode(overlay(uuid_send(gen_random_uuid())
+                                  placing substring(int8send((extract(epoch from coalesce(p_at, clock_timestamp())) * 1000)::bigint) from 3)
+                                  from 1 for 6), 'hex')
+                   placing '7' from 13 for 1)::uuid
 $$;
 comment on function webhooks.uuid_v7(timestamptz) is
     'A time-ordered (version 7) UUID: event ids, so inserts append to the end of their indexes; p_at gives the lower bound of a time.';
@@ -295,19 +297,28 @@ create table webhooks.events (
     idempotency_key  text not null,
     occurred_at      timestamptz not null,
     created_at       timestamptz not null default now(),
-    body             text not null,
+    body             text,
+    data             text,
     constraint events_pkey primary key (id),
     constraint events_idempotency_key_key unique (idempotency_key),
-    constraint events_body_is_json_object_check check (left(body, 1) = '{')
+    constraint events_body_is_json_object_check check (left(body, 1) = '{'),
+    constraint events_data_is_json_object_check check (left(data, 1) = '{'),
+    constraint events_body_or_data_check check ((body is null) <> (data is null))
 );
 alter table webhooks.events enable row level security;
 comment on table webhooks.events is
-    'Business events, append-only: id = payload eventId = webhook-id header; body = the exact bytes every try sends.';
+    'Business events, append-only: id = payload eventId = webhook-id header; webhooks.event_body() = the exact bytes every try sends.';
 comment on column webhooks.events.event_type is
     'A webhooks.event_types row, checked by webhooks.emit (no foreign key: see webhooks.tg_keep_referenced_rows).';
 comment on column webhooks.events.idempotency_key is 'The same for the same business fact: type:aggregate:id[:version]; a repeat is not a new event.';
 comment on column webhooks.events.body is
-    'The payload {eventId, eventType, timestamp, idempotencyKey, data} serialized once at emission; every retry sends these bytes.';
+    'Events written before 0011.outbox_lean only: their payload as serialized at emission (null since; see data).';
+comment on column webhooks.events.data is
+    'The payload''s data (the entity after the change) as canonical JSON text; webhooks.event_body() wraps it with the columns into the payload.';
+-- Why data and not the whole payload: eventId, eventType, timestamp and idempotencyKey are columns
+-- already, so storing them again in the body cost ~190 bytes of heap and WAL per event in the
+-- business transaction (the lifecycle is WAL-flush bound). webhooks.event_body() composes the
+-- same bytes from the row at claim and read time (docs/webhooks.md "Payload bytes").
 -- The plan's "events by type and time": admins list recent events of one type (GET /webhook_events).
 -- Equality column first, range column second: one index range per (type, period).
 create index events_event_type_occurred_at_idx on webhooks.events (event_type, occurred_at desc);
@@ -405,11 +416,15 @@ comment on index webhooks.deliveries_due_idx is
     'Serves claim_deliveries and next_due_at: due rows by time (partial on PENDING/SENDING; plan index 1 of 3).';
 -- The plan's "deliveries by subscription and status": the admin list of one subscription's FAILED
 -- rows newest first, the per-subscription counts of GET /webhook_subscriptions and the in-flight
--- count of the claim's per-subscription limit.
+-- count of the claim's per-subscription limit. Partial, without PENDING: every business transaction
+-- inserts a PENDING row, and an entry here cost it ~110 bytes of WAL and an index insertion
+-- (0011.outbox_lean, docs/performance.md); a row enters it when the dispatcher first claims it
+-- (that update is not HOT anyway). PENDING rows of a subscription are found through
+-- deliveries_due_idx, which holds only the backlog (disable_subscription, the PENDING count).
 create index deliveries_subscription_id_status_created_at_idx
-    on webhooks.deliveries (subscription_id, status, created_at desc);
+    on webhooks.deliveries (subscription_id, status, created_at desc) where status <> 'PENDING';
 comment on index webhooks.deliveries_subscription_id_status_created_at_idx is
-    'Serves per-subscription listings/counts by status and the in-flight limit (plan index 2 of 3).';
+    'Serves per-subscription listings/counts by status (PENDING excepted: partial) and the in-flight limit (plan index 2 of 3).';
 -- Admins list failures across subscriptions newest first (GET /webhook_deliveries?status=eq.FAILED
 -- &order=created_at.desc) and health counts the last hour's: partial, so the business transaction's
 -- PENDING inserts never touch it (an index per insert costs the lifecycle; docs/performance.md).

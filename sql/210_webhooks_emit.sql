@@ -27,6 +27,28 @@ as $$
 $$;
 comment on function webhooks.iso_time(timestamptz) is 'A timestamp as RFC 3339 UTC text (payload format).';
 
+-- The payload is composed, not stored (0011.outbox_lean): an event row keeps only its data, and
+-- this function wraps it with the row's columns. Byte-stable: jsonb's text output is canonical
+-- (keys by length then bytes, one space after ':' and ','), data is stored as that output and
+-- re-parses to itself, and iso_time ignores TimeZone and DateStyle; so every call - the claim of
+-- each try, GET /webhook_events - yields the bytes emission would have stored (pgtap/51 checks it
+-- under other session settings). Events written before 0011 keep their stored body. No SET clause:
+-- it inlines into the claim and the admin view.
+create function webhooks.event_body(p webhooks.events)
+returns text
+language sql
+stable
+as $$
+    select coalesce(p.body,
+                    jsonb_build_object('eventId', p.id, 'eventType', p.event_type,
+                                       'timestamp', webhooks.iso_time(p.occurred_at),
+                                       'idempotencyKey', p.idempotency_key, 'data', p.data::jsonb)::text)
+$$;
+comment on function webhooks.event_body(webhooks.events) is
+    'The exact payload bytes of an event: {eventId, eventType, timestamp, idempotencyKey, data} (what the dispatcher signs and sends).';
+-- Admins read payloads through api.webhook_events (security_invoker): they execute the composer.
+grant execute on function webhooks.iso_time(timestamptz), webhooks.event_body(webhooks.events) to admin, platform_admin;
+
 -- -------------------------------------------------------------------------------------------------
 -- The entity after the change, camelCase, amounts as integers beside their currency
 -- -------------------------------------------------------------------------------------------------
@@ -112,18 +134,16 @@ returns uuid
 language plpgsql
 volatile
 as $$
--- Write the event (payload serialized once, here) and its deliveries. The state machines reach each
--- keyed fact once, so a repeated idempotency key is a bug: the unique key refuses it (23505) rather
--- than hiding it. Not ON CONFLICT DO NOTHING: its speculative insertion costs every event an extra
--- WAL record and a second index probe, for a case that cannot happen.
+-- Write the event (its data serialized once, here: webhooks.event_body() composes the payload
+-- around it) and its deliveries. The state machines reach each keyed fact once, so a repeated
+-- idempotency key is a bug: the unique key refuses it (23505) rather than hiding it. Not ON
+-- CONFLICT DO NOTHING: its speculative insertion costs every event an extra WAL record and a second
+-- index probe, for a case that cannot happen.
 declare
     v_id uuid := webhooks.uuid_v7();
 begin
-    insert into webhooks.events (id, event_type, aggregate_type, aggregate_id, idempotency_key, occurred_at, body)
-    select v_id, t.event_type, t.aggregate_type, p_aggregate_id, p_idempotency_key, p_occurred_at,
-           jsonb_build_object('eventId', v_id, 'eventType', t.event_type,
-                              'timestamp', webhooks.iso_time(p_occurred_at),
-                              'idempotencyKey', p_idempotency_key, 'data', p_data)::text
+    insert into webhooks.events (id, event_type, aggregate_type, aggregate_id, idempotency_key, occurred_at, data)
+    select v_id, t.event_type, t.aggregate_type, p_aggregate_id, p_idempotency_key, p_occurred_at, p_data::text
       from webhooks.event_types t
      where t.event_type = p_event_type;
     if not found then

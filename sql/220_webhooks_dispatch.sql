@@ -101,7 +101,8 @@ as $$
 -- next_attempt_at has come, at most p_per_subscription in flight per subscription, oldest first.
 -- First, SENDING rows whose lease expired (their dispatcher died) get a lease_expired attempt
 -- row and become PENDING now with trigger 'recover' (FAILED when that was the last try, SKIPPED
--- when the subscription was disabled meanwhile), so the same claim takes them again. Returns each row with the exact body to POST and its secrets.
+-- when the subscription was disabled meanwhile), so the same claim takes them again. Returns each row with the exact body to POST
+-- (composed by webhooks.event_body, byte-stable) and its secrets.
 declare
     v_now timestamptz := coalesce(p_now, now());
     v_limit integer := least(greatest(coalesce(p_limit, 50), 1), 50);
@@ -194,7 +195,7 @@ begin
         returning d.id, d.event_id, d.subscription_id, d.attempts, d.next_trigger, d.lease_token, d.lease_until
     )
     select c.id, c.event_id, c.subscription_id, s.url, c.attempts + 1, c.next_trigger, c.lease_token,
-           c.lease_until, e.event_type, e.body, webhooks.subscription_secrets(s.id, v_now)
+           c.lease_until, e.event_type, webhooks.event_body(e), webhooks.subscription_secrets(s.id, v_now)
       from claimed c
       join webhooks.events e on e.id = c.event_id
       join webhooks.subscriptions s on s.id = c.subscription_id

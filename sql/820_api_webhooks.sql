@@ -55,7 +55,7 @@ grant select on api.webhook_subscriptions to admin, platform_admin;
 
 create view api.webhook_events with (security_invoker = true) as
 select e.id, e.event_type, e.aggregate_type, e.aggregate_id, e.idempotency_key, e.occurred_at, e.created_at,
-       e.body::jsonb as payload
+       webhooks.event_body(e)::jsonb as payload
   from webhooks.events e;
 comment on view api.webhook_events is $$Webhook events
 Every business event with its payload (the body sent, as JSON). Filter by event_type and occurred_at.$$;
