@@ -4,9 +4,11 @@ running in a thread (with a clock the test moves) or as a real `waybill dispatch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -65,6 +67,7 @@ class Hook:
         self.in_flight = 0
         self.max_in_flight: dict[str, int] = {}
         self._current: dict[str, int] = {}
+        self.connections: set[socket.socket] = set()  # open (kept-alive) client connections
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -72,6 +75,16 @@ class Hook:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with hook.lock:
+                    hook.connections.add(self.connection)
+
+            def finish(self) -> None:
+                with hook.lock:
+                    hook.connections.discard(self.connection)
+                super().finish()
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
@@ -115,8 +128,14 @@ class Hook:
             return [r.headers["webhook-id"] for r in self.received]
 
     def close(self) -> None:
+        """Stop listening and drop the kept-alive connections too: the receiver is gone."""
         self.server.shutdown()
         self.server.server_close()
+        with self.lock:
+            conns = list(self.connections)
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
 
 
 def subscribe(conn: psycopg.Connection, url: str, types: list[str] | None = None) -> tuple[int, str]:
@@ -155,6 +174,7 @@ class DispatcherThread:
             http_timeout=2.0,
             heartbeat_seconds=1.0,
             status_port=0,
+            reconnect_seconds=0.05,
         )
         kw.update(overrides)
         self.clock = Clock()
@@ -195,6 +215,8 @@ def start_process(
         WAYBILL_DISPATCHER_HTTP_TIMEOUT="4",
         WAYBILL_DISPATCHER_SWEEP_SECONDS="1",
         WAYBILL_DISPATCHER_MAX_IN_FLIGHT="32",
+        WAYBILL_DISPATCHER_RECONNECT_SECONDS="0.05",
+        WAYBILL_DISPATCHER_POOL_TIMEOUT="1",
     )
     e.update(env or {})
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
