@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -39,6 +40,7 @@ from dispatcher import signing
 from dispatcher.client import Outcome, Poster
 from dispatcher.clock import Clock
 from dispatcher.guard import Network
+from dispatcher.http11 import tls_context
 from dispatcher.metrics import Metrics, StatusServer
 from dispatcher.queries import q
 from waybill import listen
@@ -87,6 +89,11 @@ class Config:
             raise ValueError("the lease must outlast the HTTP timeout (lease_seconds > http_timeout)")
         if self.reconnect_seconds <= 0 or self.pool_timeout <= 0:
             raise ValueError("reconnect_seconds and pool_timeout must be positive")
+        if self.ca_file:
+            try:
+                tls_context(self.ca_file)  # an unreadable CA file stops the start, not the first delivery
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"WAYBILL_WEBHOOK_CA_FILE {self.ca_file!r}: {exc}") from exc
         if self.per_subscription < 1 or self.max_in_flight < 1:
             raise ValueError("per_subscription and max_in_flight must be at least 1")
 

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -47,6 +48,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    peer: str = ""  # the client's address as the server saw it
 
 
 @dataclass
@@ -60,8 +62,16 @@ class Answer:
 class Hook:
     """A real HTTP server on 127.0.0.1 recording every request; `answer(received)` decides the reply."""
 
-    def __init__(self, answer: Callable[[Received], Answer] | None = None, port: int = 0) -> None:
+    def __init__(
+        self,
+        answer: Callable[[Received], Answer] | None = None,
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """`tls`: serve HTTPS with this server context (`sni` records the name each client asked for)."""
         self.answer = answer or (lambda r: Answer())
+        self.scheme = "https" if tls else "http"
+        self.sni: list[str | None] = []  # the server name each TLS client asked for
         self.received: list[Received] = []
         self.lock = threading.Lock()
         self.in_flight = 0
@@ -88,7 +98,13 @@ class Hook:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                r = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time())
+                r = Received(
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                    time.time(),
+                    self.client_address[0],
+                )
                 with hook.lock:
                     hook.received.append(r)
                     hook._current[self.path] = hook._current.get(self.path, 0) + 1
@@ -114,14 +130,30 @@ class Hook:
         class Server(ThreadingHTTPServer):
             request_queue_size = 1024  # socketserver's default (5) drops bursts of new connections
 
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                if isinstance(sys.exc_info()[1], ssl.SSLError | ConnectionError):
+                    return  # a handshake the client refused: the test checks the client's side
+                super().handle_error(request, client_address)
+
         self.server = Server(("127.0.0.1", port), Handler)
+        if tls is not None:
+
+            def sni(sock: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
+                with hook.lock:
+                    hook.sni.append(name)
+
+            tls.sni_callback = sni
+            # The handshake happens on the handler thread's first read, not in the accept loop.
+            self.server.socket = tls.wrap_socket(
+                self.server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+    def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def ids(self) -> list[str]:
         with self.lock:
