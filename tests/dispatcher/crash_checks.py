@@ -62,6 +62,20 @@ def listener_pid(conn: psycopg.Connection) -> int | None:
     return row[0] if row else None
 
 
+def idle_and_armed(conn: psycopg.Connection) -> bool:
+    """The dispatcher went idle and waits for a NOTIFY: it armed the wake-up and has read the next due
+    time since (its connection is idle after next_due_at), or it armed more than a second ago.
+
+    A commit racing with a dispatcher that is arming can miss it (sql/210_webhooks_emit.sql: the
+    sweep covers that window); a test proving that a NOTIFY wakes it emits only after this holds."""
+    return conn.execute(
+        "select w.armed and (w.armed_at < now() - interval '1 second' or exists ("
+        "  select from pg_stat_activity a where a.datname = current_database() and a.usename = 'dispatcher'"
+        "   and a.state = 'idle' and a.query = 'select webhooks.next_due_at()' and a.state_change >= w.armed_at))"
+        "  from webhooks.wakeup w where w.id"
+    ).fetchone()[0]
+
+
 def assert_trial(
     conn: psycopg.Connection,
     hook: Hook,

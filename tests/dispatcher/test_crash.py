@@ -26,6 +26,7 @@ from tests.dispatcher.crash_checks import (
     count,
     delivered_all,
     dispatcher_backends,
+    idle_and_armed,
     listener_pid,
     rows_of,
 )
@@ -33,6 +34,7 @@ from tests.dispatcher.helpers import (
     Answer,
     DispatcherThread,
     Hook,
+    as_admin,
     start_process,
     stop_process,
     subscribe,
@@ -144,6 +146,7 @@ def test_reconnects_after_its_connections_are_terminated(
         for trial in range(trials(30)):
             rnd = random.Random(trial)
             base = len(hook.received)
+            wait_until(lambda: idle_and_armed(conn), what=f"trial {trial}: idle, waiting for NOTIFY")
             ids = emit(conn, 15, tag=f"term{trial}")
             k = rnd.randint(0, 12)  # POSTs arrived when the connections go (0: maybe before the claim)
             wait_until(
@@ -161,7 +164,7 @@ def test_reconnects_after_its_connections_are_terminated(
             wait_until(lambda ids=ids: delivered_all(conn, ids, 1), what=f"trial {trial}: delivered")
             assert_trial(conn, hook, ids, subscriptions=1, in_flight=set(), trial=trial)
         # The re-opened LISTEN is armed: with no sweep due, only a NOTIFY brings this one.
-        wait_until(lambda: listener_pid(conn), what="LISTEN")
+        wait_until(lambda: idle_and_armed(conn), what="idle, waiting for NOTIFY")
         ids = emit(conn, 1, tag="after")
         wait_until(lambda: delivered_all(conn, ids, 1), what="an event after the last re-open")
         assert stop_process(proc) == 0
@@ -218,8 +221,9 @@ def test_sigterm_finishes_or_releases_in_flight_rows_and_exits_0(
     rows = conn.execute("select status, attempts from webhooks.deliveries").fetchall()
     assert count(conn, None, "status = 'SENDING'") == 0  # each finished (a timeout try) or was released
     assert all(status == "PENDING" and tries <= 1 for status, tries in rows), rows
-    info = conn.execute("select info from webhooks.dispatchers where name = 'stopper'").fetchone()[0]
-    assert info["state"] == "stopped"
+    # Its heartbeat row, as an admin sees it (api.webhook_dispatchers, GET /webhook_dispatchers).
+    info = as_admin(conn, "select info from api.webhook_dispatchers where name = 'stopper'")[0]
+    assert info["state"] == "stopped" and info["pid"] == proc.pid
 
 
 def test_receiver_down_then_back_gets_everything(conn: psycopg.Connection, db_url: str) -> None:
@@ -227,7 +231,8 @@ def test_receiver_down_then_back_gets_everything(conn: psycopg.Connection, db_ur
     port = hook.port
     subscribe(conn, hook.url())
     hook.close()  # the receiver goes away
-    with DispatcherThread(db_url) as d:
+    # A 1 s sweep: an emit that races with the dispatcher arming its wake-up costs a second, not 30.
+    with DispatcherThread(db_url, sweep_seconds=1.0) as d:
         for trial in range(trials(30)):
             ids = emit(conn, 4, tag=f"down{trial}")
             wait_until(
