@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 WAYBILL := $(VENV)/bin/waybill
 STAMP := $(VENV)/.installed
 
-.PHONY: run test deps lint explain bench bench-outbox bench-http clean migration
+.PHONY: run test deps lint explain bench bench-outbox bench-http clean migration crash-soak
 
 # Debian's python3 lacks ensurepip until python3-venv is installed: as root, install it and retry.
 $(STAMP): pyproject.toml
@@ -27,6 +27,12 @@ run: deps
 test: deps
 	$(VENV)/bin/ruff check .
 	$(WAYBILL) test
+
+# The dispatcher's crash scenarios (tests/dispatcher/test_crash.py) CRASH_TRIALS times each (default 300;
+# `make test` runs 20-50 per scenario): a soak of several minutes; a failure names its trial.
+CRASH_TRIALS ?= 300
+crash-soak: deps
+	WAYBILL_CRASH_TRIALS=$(CRASH_TRIALS) $(WAYBILL) test tests/dispatcher/test_crash.py
 
 # Lifecycle throughput vs bare-insert baseline at 1/8/32 clients (bench/README.md); BENCH_ARGS passes options.
 # Then the webhook outbox's cost: the same lifecycles with the outbox on/off and two NOTIFY designs.

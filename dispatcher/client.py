@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from dispatcher.guard import Network, RefusedAddress, ResolveError
-from dispatcher.http11 import SNIPPET_BYTES, ConnectionPool, ProtocolError
+from dispatcher.http11 import SNIPPET_BYTES, ConnectionPool, ProtocolError, tls_context
 
 
 @dataclass(frozen=True)
@@ -80,12 +80,14 @@ class Poster:
         user_agent: str,
         timeout: float = 10.0,
         max_connections: int = 200,
+        ca_file: str | None = None,
     ) -> None:
         self.timeout = timeout
         self.pool = ConnectionPool(
             allowlist,
             {"user-agent": user_agent, "content-type": "application/json"},
             max_idle=max_connections,
+            ssl_context=tls_context(ca_file),
         )
 
     async def aclose(self) -> None:

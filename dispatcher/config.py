@@ -36,6 +36,12 @@ class DispatcherSettings(BaseSettings):
     dispatcher_per_subscription: int = 10
     dispatcher_max_in_flight: int = 200
     dispatcher_sweep_seconds: float = 30.0
+    dispatcher_reconnect_seconds: float = 1.0
+    dispatcher_pool_timeout: float = 5.0
+    webhook_ca_file: str | None = Field(
+        default=None,
+        description="PEM file of CA certificates trusted for https receivers besides the system's.",
+    )
 
 
 def dispatcher_url(owner_url: str | None, s: DispatcherSettings, socket_url: str | None) -> str:
@@ -67,6 +73,9 @@ def build_config(db_url: str, s: DispatcherSettings, **overrides: object) -> Con
         per_subscription=s.dispatcher_per_subscription,
         max_in_flight=s.dispatcher_max_in_flight,
         sweep_seconds=s.dispatcher_sweep_seconds,
+        reconnect_seconds=s.dispatcher_reconnect_seconds,
+        pool_timeout=s.dispatcher_pool_timeout,
+        ca_file=s.webhook_ca_file or None,
         status_host=s.dispatcher_status_host,
         status_port=s.dispatcher_status_port,
     )

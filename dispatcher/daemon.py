@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -39,6 +40,7 @@ from dispatcher import signing
 from dispatcher.client import Outcome, Poster
 from dispatcher.clock import Clock
 from dispatcher.guard import Network
+from dispatcher.http11 import tls_context
 from dispatcher.metrics import Metrics, StatusServer
 from dispatcher.queries import q
 from waybill import listen
@@ -72,6 +74,12 @@ class Config:
     status_host: str = "127.0.0.1"
     status_port: int | None = None  # None: no status port; 0: any free port
     pool_size: int = 4
+    # How long a statement waits for a pool connection before that counts as a database failure (and
+    # the work is retried). It also bounds the recovery after a restart: with reconnect_timeout=0 the
+    # pool does not retry a failed reconnect itself, the next request for a connection does.
+    pool_timeout: float = 5.0
+    reconnect_seconds: float = 1.0  # the first wait before re-opening a dropped LISTEN (then doubling)
+    ca_file: str | None = None  # PEM CA certificates trusted besides the system's (WAYBILL_WEBHOOK_CA_FILE)
     channel: str = "webhooks"
 
     def __post_init__(self) -> None:
@@ -79,6 +87,13 @@ class Config:
             raise ValueError("batch_size must be between 1 and 50")
         if self.lease_seconds <= self.http_timeout:
             raise ValueError("the lease must outlast the HTTP timeout (lease_seconds > http_timeout)")
+        if self.reconnect_seconds <= 0 or self.pool_timeout <= 0:
+            raise ValueError("reconnect_seconds and pool_timeout must be positive")
+        if self.ca_file:
+            try:
+                tls_context(self.ca_file)  # an unreadable CA file stops the start, not the first delivery
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"WAYBILL_WEBHOOK_CA_FILE {self.ca_file!r}: {exc}") from exc
         if self.per_subscription < 1 or self.max_in_flight < 1:
             raise ValueError("per_subscription and max_in_flight must be at least 1")
 
@@ -141,16 +156,24 @@ class Dispatcher:
             kwargs={"autocommit": True, "prepare_threshold": 0},
             open=False,
             name="dispatcher",
-            reconnect_timeout=0,  # never give up: PostgreSQL restarts are survived, not fatal
+            reconnect_timeout=0,  # no backoff of its own: each request for a connection tries anew
+            timeout=c.pool_timeout,
         )
         await self.pool.open(wait=False)
-        self.poster = Poster(c.allowlist, USER_AGENT, timeout=c.http_timeout, max_connections=c.max_in_flight)
+        self.poster = Poster(
+            c.allowlist,
+            USER_AGENT,
+            timeout=c.http_timeout,
+            max_connections=c.max_in_flight,
+            ca_file=c.ca_file,
+        )
         self.listener = WebhookListener(
             _with_app_name(c.db_url, "waybill-dispatcher-listener"),
             c.channel,
             self._notified,
             self._notified_rescan,
             rescan_on_first_connect=True,
+            min_backoff=c.reconnect_seconds,
             task_name="dispatcher-listener",
         )
         self.listener.start()
@@ -212,7 +235,7 @@ class Dispatcher:
                     delay, blocked = await self._idle_delay()
             except psycopg.Error as exc:
                 self._db_failed(exc)
-                delay, blocked = 1.0, False
+                delay, blocked = self.config.reconnect_seconds, False
             await self._wait(delay, until_slot=blocked)
 
     async def _claim_round(self) -> None:

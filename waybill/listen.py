@@ -40,6 +40,7 @@ class Listener:
         on_reconnect: Callable[[], Awaitable[Any]] | None = None,
         *,
         probe_seconds: float = 10.0,
+        min_backoff: float = 1.0,
         max_backoff: float = 32.0,
         rescan_on_first_connect: bool = False,
         task_name: str = "listener",
@@ -49,6 +50,7 @@ class Listener:
         self.on_notify = on_notify
         self.on_reconnect = on_reconnect
         self.probe_seconds = probe_seconds
+        self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.rescan_on_first_connect = rescan_on_first_connect
         self.task_name = task_name
@@ -74,7 +76,7 @@ class Listener:
             await self._conn.close()
 
     async def _run(self) -> None:
-        backoff = 1.0
+        backoff = self.min_backoff
         first = True
         while True:
             try:
@@ -88,7 +90,7 @@ class Listener:
                         # Notifications may have been missed while the connection was down.
                         await self.on_reconnect()
                     first = False
-                    backoff = 1.0
+                    backoff = self.min_backoff
                     while True:
                         async for notify in conn.notifies(timeout=self.probe_seconds):
                             await self.on_notify(notify.payload)

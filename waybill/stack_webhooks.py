@@ -27,6 +27,12 @@ DEMO_DESCRIPTION = "make run: the demo receiver (waybill receiver)"
 RECEIVER_HOST = "127.0.0.1"
 
 
+def run_allowlist(configured: str) -> str:
+    """The dispatcher's allowlist under `make run`: what the setting holds plus the demo receiver's
+    own address, and nothing else."""
+    return ",".join(x for x in (configured.strip(), f"{RECEIVER_HOST}/32") if x)
+
+
 def _as_admin(conn: psycopg.Connection, sql: str, params: list) -> dict:
     with conn.transaction():
         conn.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps({"role": "admin"})])
@@ -98,9 +104,7 @@ class DemoWebhooks:
     def start(self, owner_url: str) -> list[subprocess.Popen]:
         """Start the receiver and the dispatcher; return them for the stack to stop."""
         self.ensure_subscription(owner_url)
-        allow = ",".join(
-            x for x in (os.environ.get("WAYBILL_WEBHOOK_ALLOWLIST", ""), f"{RECEIVER_HOST}/32") if x
-        )
+        allow = run_allowlist(os.environ.get("WAYBILL_WEBHOOK_ALLOWLIST", ""))
         receiver = process.start(
             [sys.executable, "-m", "waybill", "receiver", "--host", RECEIVER_HOST, "--port", str(self.receiver_port)],
             env=dict(os.environ, WAYBILL_RECEIVER_SECRET_FILE=str(self.secret_file)),

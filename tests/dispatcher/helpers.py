@@ -4,9 +4,12 @@ running in a thread (with a clock the test moves) or as a real `waybill dispatch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -45,6 +48,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    peer: str = ""  # the client's address as the server saw it
 
 
 @dataclass
@@ -58,13 +62,22 @@ class Answer:
 class Hook:
     """A real HTTP server on 127.0.0.1 recording every request; `answer(received)` decides the reply."""
 
-    def __init__(self, answer: Callable[[Received], Answer] | None = None, port: int = 0) -> None:
+    def __init__(
+        self,
+        answer: Callable[[Received], Answer] | None = None,
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """`tls`: serve HTTPS with this server context (`sni` records the name each client asked for)."""
         self.answer = answer or (lambda r: Answer())
+        self.scheme = "https" if tls else "http"
+        self.sni: list[str | None] = []  # the server name each TLS client asked for
         self.received: list[Received] = []
         self.lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight: dict[str, int] = {}
         self._current: dict[str, int] = {}
+        self.connections: set[socket.socket] = set()  # open (kept-alive) client connections
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -73,9 +86,25 @@ class Hook:
             def log_message(self, *args: Any) -> None:
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                with hook.lock:
+                    hook.connections.add(self.connection)
+
+            def finish(self) -> None:
+                with hook.lock:
+                    hook.connections.discard(self.connection)
+                super().finish()
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                r = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time())
+                r = Received(
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                    time.time(),
+                    self.client_address[0],
+                )
                 with hook.lock:
                     hook.received.append(r)
                     hook._current[self.path] = hook._current.get(self.path, 0) + 1
@@ -101,22 +130,44 @@ class Hook:
         class Server(ThreadingHTTPServer):
             request_queue_size = 1024  # socketserver's default (5) drops bursts of new connections
 
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                if isinstance(sys.exc_info()[1], ssl.SSLError | ConnectionError):
+                    return  # a handshake the client refused: the test checks the client's side
+                super().handle_error(request, client_address)
+
         self.server = Server(("127.0.0.1", port), Handler)
+        if tls is not None:
+
+            def sni(sock: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
+                with hook.lock:
+                    hook.sni.append(name)
+
+            tls.sni_callback = sni
+            # The handshake happens on the handler thread's first read, not in the accept loop.
+            self.server.socket = tls.wrap_socket(
+                self.server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+    def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def ids(self) -> list[str]:
         with self.lock:
             return [r.headers["webhook-id"] for r in self.received]
 
     def close(self) -> None:
+        """Stop listening and drop the kept-alive connections too: the receiver is gone."""
         self.server.shutdown()
         self.server.server_close()
+        with self.lock:
+            conns = list(self.connections)
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
 
 
 def subscribe(conn: psycopg.Connection, url: str, types: list[str] | None = None) -> tuple[int, str]:
@@ -155,6 +206,7 @@ class DispatcherThread:
             http_timeout=2.0,
             heartbeat_seconds=1.0,
             status_port=0,
+            reconnect_seconds=0.05,
         )
         kw.update(overrides)
         self.clock = Clock()
@@ -195,6 +247,8 @@ def start_process(
         WAYBILL_DISPATCHER_HTTP_TIMEOUT="4",
         WAYBILL_DISPATCHER_SWEEP_SECONDS="1",
         WAYBILL_DISPATCHER_MAX_IN_FLIGHT="32",
+        WAYBILL_DISPATCHER_RECONNECT_SECONDS="0.05",
+        WAYBILL_DISPATCHER_POOL_TIMEOUT="1",
     )
     e.update(env or {})
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child

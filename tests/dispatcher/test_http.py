@@ -12,6 +12,7 @@ import pytest
 from dispatcher.client import Poster, retry_after
 from dispatcher.guard import allowed, parse_allowlist
 from tests.dispatcher.helpers import LOOPBACK, Answer, Hook
+from waybill.stack_webhooks import run_allowlist
 
 
 def _post(poster: Poster, url: str, body: bytes = b"{}") -> object:
@@ -47,6 +48,13 @@ def test_allowlist_lets_chosen_networks_through() -> None:
     assert not allowed(ipaddress.ip_address("127.0.0.2"), nets)
     with pytest.raises(ValueError):
         parse_allowlist("10.0.0.0/33")
+
+
+@pytest.mark.parametrize("configured", ["", "10.1.0.0/16", " 10.1.0.0/16,192.168.5.7 "])
+def test_make_run_adds_only_its_demo_receiver_to_the_setting(configured: str) -> None:
+    nets = set(parse_allowlist(run_allowlist(configured)))
+    assert nets == set(parse_allowlist(configured)) | {ipaddress.ip_network("127.0.0.1/32")}
+    assert not allowed(ipaddress.ip_address("127.0.0.2"), tuple(nets))  # loopback beyond it stays refused
 
 
 def test_loopback_receiver_is_refused_at_connect_time_without_the_allowlist() -> None:
