@@ -458,10 +458,12 @@ class Dispatcher:
         return statuses
 
     async def _next_due(self) -> datetime | None:
-        """Arm the NOTIFY (webhooks.wakeup), then read the next due time: work committed after the
-        arm notifies us, work committed before it is seen by next_due_at — nothing falls between."""
+        """Arm the NOTIFY (webhooks.wakeup), let the commits already past their check end, then read
+        the next due time: work committed after the arm notifies us, work committed before it (or
+        committing while it happened) is seen by next_due_at — nothing falls between."""
         async with self.pool.connection() as conn:
             await conn.execute(q("arm_wakeup"), {"dispatcher": self.config.name})
+            await conn.execute(q("await_committing"))
             cur = await conn.execute(q("next_due_at"))
             row = await cur.fetchone()
         self._db_ok()

@@ -22,6 +22,10 @@ select webhooks.release_deliveries(%(dispatcher)s, %(ids)s, %(now)s);
 -- Going idle: the next commit that adds work sends NOTIFY webhooks.
 select webhooks.arm_wakeup(%(dispatcher)s);
 
+-- name: await_committing
+-- Between the two: wait for commits that checked the flag just before it was set (sql/230).
+select webhooks.await_committing();
+
 -- name: next_due_at
 -- The earliest retry time or lease expiry; null when nothing is pending.
 select webhooks.next_due_at();

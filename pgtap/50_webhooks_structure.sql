@@ -79,8 +79,8 @@ select is_empty($$select c.relname from pg_class c
 select set_eq($$select p.proname::text from pg_proc p
                  where p.pronamespace = 'webhooks'::regnamespace and has_function_privilege('dispatcher', p.oid, 'execute')$$,
     array['claim_deliveries', 'record_attempt', 'release_deliveries', 'heartbeat', 'arm_wakeup', 'next_due_at',
-          'subscription_secrets', 'dispatcher_backlog'],
-    'the dispatcher executes exactly its eight functions (dispatcher_backlog: sql/230)');
+          'subscription_secrets', 'dispatcher_backlog', 'await_committing'],
+    'the dispatcher executes exactly its nine functions (dispatcher_backlog, await_committing: sql/230)');
 select is_empty($$select p.oid::regprocedure::text from pg_proc p
                    where p.pronamespace = 'api'::regnamespace and has_function_privilege('dispatcher', p.oid, 'execute')$$,
     'the dispatcher executes nothing in api');

@@ -9,9 +9,11 @@
 -- every committing transaction that sent one (bench/outbox.py measured it). So a commit notifies only
 -- when a dispatcher has said it is idle (webhooks.arm_wakeup sets webhooks.wakeup.armed); the first
 -- commit with new PENDING work disarms the flag and notifies, every other commit only reads one row.
--- The check runs in a deferred constraint trigger, i.e. at COMMIT, so the window in which a commit
--- can miss a dispatcher that is arming is the few microseconds between that check and the commit
--- record; the dispatcher's periodic sweep (30 s) covers it. Channel: webhooks, empty payload.
+-- The check runs in a deferred constraint trigger, i.e. at COMMIT; a commit that checked just before
+-- a dispatcher armed is still flushing its commit record for a while (milliseconds under load), so
+-- the dispatcher waits for every transaction running after its arm to end (webhooks.await_committing,
+-- sql/230) before it reads next_due_at: such a row is seen, never left to the 30 s sweep.
+-- Channel: webhooks, empty payload.
 -- =================================================================================================
 
 -- The helpers below are language sql without a SET clause (every name qualified), so the planner

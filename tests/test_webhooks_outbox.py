@@ -245,3 +245,78 @@ def test_seed_leaves_the_outbox_empty_and_says_so(db_url: str, conn: psycopg.Con
     assert one(conn, "select count(*) from core.orders")[0] == 60
     assert (_count(conn, "events"), _count(conn, "deliveries")) == (0, 0)
     assert "webhook outbox: 0 events (history is not news)" in report
+
+
+def test_await_committing_waits_for_transactions_running_at_the_call(
+    db_url: str, conn: psycopg.Connection
+) -> None:
+    dispatcher = _dispatcher(db_url)
+    other = psycopg.connect(db_url)
+    try:
+        assert one(dispatcher, "select webhooks.await_committing(2000)")[0] is True  # nothing running
+        one(other, "select pg_current_xact_id()")  # a transaction with an xid, left open
+        started = time.monotonic()
+        assert one(dispatcher, "select webhooks.await_committing(50)")[0] is False  # bounded: gives up
+        assert time.monotonic() - started < 5
+        result: list[bool] = []
+        waiter = threading.Thread(
+            target=lambda: result.append(one(dispatcher, "select webhooks.await_committing(10000)")[0])
+        )
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while (
+            time.monotonic() < deadline
+            and not one(
+                conn,
+                "select count(*) from pg_stat_activity where query like '%%await_committing(10000)%%' and pid <> pg_backend_pid()",
+            )[0]
+        ):
+            time.sleep(0.005)
+        other.commit()  # the waiter returns once a snapshot no longer sees it running
+        waiter.join(10)
+        assert result == [True]
+    finally:
+        other.close()
+        dispatcher.close()
+
+
+def test_a_commit_racing_with_the_arm_is_notified_or_seen(db_url: str, conn: psycopg.Connection) -> None:
+    """200 trials: a business commit whose commit record is held back 20 ms after its wake-up check
+    (commit_delay: the window a loaded WAL flush opens) races with a dispatcher going idle (arm_wakeup,
+    await_committing, next_due_at). Each time the dispatcher must either see the new row or get the
+    NOTIFY; otherwise the row would wait for the 30 s sweep."""
+    _subscribe(conn, "{order.cancelled}")
+    business = psycopg.connect(db_url, autocommit=True)
+    business.execute("set commit_siblings = 0")
+    business.execute("set commit_delay = 20000")  # microseconds, between the deferred check and the flush
+    dispatcher = _dispatcher(db_url)
+    listener = psycopg.connect(db_url, autocommit=True)
+    listener.execute("listen webhooks")
+    try:
+        for trial in range(200):
+            conn.execute("delete from webhooks.deliveries")
+            conn.execute("update webhooks.wakeup set armed = false")
+            go = threading.Barrier(2)
+
+            def commit(trial: int = trial, go: threading.Barrier = go) -> None:
+                go.wait()
+                business.execute(
+                    "select webhooks.emit('order.cancelled', %s, %s, '{}'::jsonb, now())",
+                    [trial, f"race:{trial}"],
+                )
+
+            emitter = threading.Thread(target=commit)
+            emitter.start()
+            go.wait()
+            time.sleep((trial % 25) / 1000)  # arm 0-24 ms into the business commit
+            dispatcher.execute("select webhooks.arm_wakeup('race')")
+            dispatcher.execute("select webhooks.await_committing()")
+            due = one(dispatcher, "select webhooks.next_due_at()")[0]
+            emitter.join(10)
+            notified = any(True for _ in listener.notifies(timeout=0 if due else 2, stop_after=1))
+            assert due is not None or notified, f"trial {trial}: the row was neither seen nor notified"
+            for _ in listener.notifies(timeout=0.0):  # drain a NOTIFY that came with a seen row
+                pass
+    finally:
+        for c in (business, dispatcher, listener):
+            c.close()
