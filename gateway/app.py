@@ -12,7 +12,7 @@ import contextlib
 import json
 import re
 import traceback
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from psycopg import sql
 from starlette.applications import Starlette
@@ -347,14 +347,16 @@ def create_app(
     return app
 
 
-def create_admin_app(gateway: Gateway) -> Starlette:
-    """`GET /live`: 200 while the process serves; `GET /ready`: 200 once the pool and cache are ready."""
+def create_admin_app(gateway: Gateway, *, peers_ready: Callable[[], bool] | None = None) -> Starlette:
+    """`GET /live`: 200 while the process serves; `GET /ready`: 200 once the pool and cache are ready
+    (and, with several workers, once `peers_ready()` says every worker has loaded its cache)."""
 
     async def live(request: Request) -> Response:
         return Response(status_code=200)
 
     async def ready(request: Request) -> Response:
-        return Response(status_code=200 if await gateway.ready() else 503)
+        ok = (peers_ready is None or peers_ready()) and await gateway.ready()
+        return Response(status_code=200 if ok else 503)
 
     return Starlette(routes=[Route("/live", live), Route("/ready", ready)])
 

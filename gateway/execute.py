@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +68,7 @@ class Executor:
         )
         self._reload_lock = asyncio.Lock()
         self._loader: asyncio.Task | None = None
+        self.on_loaded: Callable[[], None] | None = None  # called after each successful cache load
         self.log = get_logger()
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -129,6 +130,8 @@ class Executor:
                 self.log.error("schema_cache_load_failed", error=str(exc), schema=self.config.schema)
                 return False
             self.cache = cache
+            if self.on_loaded is not None:
+                self.on_loaded()
             self.log.info(
                 "schema_cache_load_succeeded",
                 schema=self.config.schema,
