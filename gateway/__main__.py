@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import signal
@@ -264,6 +265,15 @@ def main(argv: list[str] | None = None) -> int:
     def worker(
         index: int, api_sock: socket.socket, admin_sock: socket.socket, board: workers.ReadyBoard
     ) -> int:
+        # Workers share the supervisor's stderr: each log line must leave in one write(), or two
+        # workers' lines interleave (print() writes the text and its newline separately).
+        sys.stderr = io.TextIOWrapper(
+            io.BufferedWriter(io.FileIO(os.dup(2), "w"), buffer_size=1 << 20),
+            encoding="utf-8",
+            errors="backslashreplace",
+            line_buffering=True,
+        )
+        log.configure("gateway", args.log_level)
         structlog.contextvars.bind_contextvars(worker=index)
         _run(lambda: serve(args, db_url, secret, (api_sock, admin_sock), (board, index)))
         return 0
