@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for proc in procs.values():
                 process.stop(proc)
+            shutil.rmtree(before, ignore_errors=True)
     results["cells"] = cells
     results["load_average"] = list(os.getloadavg())
     for key, c in cells.items():
