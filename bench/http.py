@@ -54,6 +54,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from bench import wrk as _wrk
 from bench.common import RESULTS_DIR
 from bench.common import backend_cpu_s as _backend_cpu_s
 from bench.common import cluster_cpu as _cluster_cpu
@@ -618,7 +619,24 @@ def serve_noop(port: int, loop: str) -> None:
         asyncio.run(server.serve())
 
 
+def _one_get(port: int, plan: Plan, agent: int | None) -> tuple[int, bytes]:
+    r = httpx.get(f"http://{HOST}:{port}{plan.target(agent)}", headers=plan.headers, timeout=30)
+    return r.status_code, r.content
+
+
 # -- measuring one cell ---------------------------------------------------------------------------
+
+
+def _tree_cpu_s(pid: int | None) -> float | None:
+    """A server's CPU with its worker processes' (the gateway forks one per worker)."""
+    if pid is None:
+        return None
+    try:
+        kids = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        kids = []
+    parts = [_backend_cpu_s(p) for p in (pid, *kids)]
+    return None if any(x is None for x in parts) else sum(parts)  # type: ignore[misc]
 
 
 def _cpu_marks(pids: dict[str, int | None], postmaster: int | None) -> Callable[[], dict]:
@@ -626,7 +644,7 @@ def _cpu_marks(pids: dict[str, int | None], postmaster: int | None) -> Callable[
         return {
             "t": time.monotonic(),
             "busy": _machine_busy_s(),
-            "procs": {k: _backend_cpu_s(p) for k, p in pids.items()},
+            "procs": {k: _tree_cpu_s(p) for k, p in pids.items()},
             "postgres": _cluster_cpu(postmaster, -1),
         }
 
@@ -809,12 +827,13 @@ def run(
     procs: int = 1,
     pool_size: int = 10,
     gateway_log_level: str = "info",
-    http_client: str = "raw",
-    noop_loop: str = "asyncio",
+    http_client: str = "wrk",
+    noop_loop: str = "uvloop",
     warmup: float = 0.3,
     statements_check: int = 100,
     seed: int = 1,
     prepare_threshold: str = "5",
+    gateway_workers: int | None = None,
     log: Callable[[str], None] = _log,
 ) -> dict:
     """The benchmark against a migrated, populated database: `owner_url` (any superuser or the
@@ -841,6 +860,7 @@ def run(
                     "--port", str(ports["gateway"]), "--admin-port", str(admin_port),
                     "--pool-size", str(pool_size), "--log-level", gateway_log_level,
                     "--prepare-threshold", prepare_threshold,
+                    *(["--workers", str(gateway_workers)] if gateway_workers else []),
                 ],
                 f"http://{HOST}:{admin_port}/ready",
                 logdir / "gateway.log",
@@ -858,7 +878,39 @@ def run(
         with psycopg.connect(owner_url, autocommit=True) as conn:
             postmaster = _ppid(conn.info.backend_pid)
         marks = _cpu_marks({"gateway": gw.pid, "noop": noop.pid}, postmaster)
-        spec = WorkerSpec(auth_url, ports, plans, http_client)
+        wrk_path = _wrk.ensure_wrk() if http_client == "wrk" else None
+        if http_client == "wrk" and wrk_path is None:
+            raise SystemExit("bench: --http-client wrk needs wrk (Debian package wrk)")
+        scripts = {
+            name: _wrk.script(
+                logdir / f"{name}.lua", p.headers, [p.target(a) for a in p.agents] or [p.target(None)]
+            )
+            for name, p in plans.items()
+        }
+
+        def wrk_slice(
+            target: str, name: str, n: int, secs: float
+        ) -> tuple[list[WorkerSlice], float, dict, dict]:
+            plan = plans[name]
+            agent = plan.agents[0] if plan.agents else None
+            status, body = _one_get(ports[target], plan, agent)  # the answer's shape, once a slice
+            figures, go, before, after = _wrk.run(
+                wrk_path,
+                f"http://{HOST}:{ports[target]}",
+                scripts[name],
+                n,
+                secs,
+                marks,  # type: ignore[arg-type]
+            )
+            non_2xx, errs = _wrk.errors(figures)
+            problem = check_body(plan.scenario, body, agent) if status == 200 else f"status {status}"
+            if problem:
+                errs[f"bad answer: {problem}"] += 1
+            out = WorkerSlice(_wrk.latencies(figures), non_2xx, errs, figures["cpu_s"])
+            out.last_stop = go + figures["duration_us"] / 1e6
+            return [out], go, before, after
+
+        spec = WorkerSpec(auth_url, ports, plans, http_client if http_client != "wrk" else "raw")
         workers = Workers(max(procs_at.values()), spec, timeout=120)
         stack.callback(workers.close)
         plan_cells = [(t, s.name) for s in chosen for t in ("gateway", "direct")] + [("noop", "noop")]
@@ -869,14 +921,22 @@ def run(
                 f"{slices} x {len(plan_cells)} cells of {piece:g} s"
             )
             workers.level(n, direct=True, procs=procs_at[n])
+
+            def one(
+                target: str, name: str, secs: float, rseed: int, n: int = n
+            ) -> tuple[list[WorkerSlice], float, dict, dict]:
+                if wrk_path is not None and target != "direct":
+                    return wrk_slice(target, name, n, secs)
+                return workers.run_slice(target, name, secs, rseed, marks)
+
             if warmup > 0:
                 for target, name in plan_cells:
-                    workers.run_slice(target, name, warmup, seed - 1, marks)
+                    one(target, name, warmup, seed - 1)
             for k in range(slices):
                 order = plan_cells if k % 2 == 0 else plan_cells[::-1]
                 for target, name in order:
                     cell = cells.setdefault((name, target, n), Cell(name, target, n))
-                    cell.add(*workers.run_slice(target, name, piece, seed + 1000 * n + k, marks))
+                    cell.add(*one(target, name, piece, seed + 1000 * n + k))
         workers.level(0, direct=False, procs=1)
         stmts = (
             statements_per_request(owner_url, ports["gateway"], plans, statements_check)
@@ -901,6 +961,8 @@ def run(
             "gateway_pool_size": pool_size,
             "gateway_log_level": gateway_log_level,
             "gateway_prepare_threshold": prepare_threshold,
+            "gateway_workers": gateway_workers,
+            "load_average": list(os.getloadavg()),
             "seed": seed,
         },
         "data": data,
@@ -1229,7 +1291,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the gateway's --prepare-threshold (psycopg auto-preparation; 'none' turns it off)",
     )
     p.add_argument("--gateway-log-level", default="info", help="default info: one access log line a request")
-    p.add_argument("--http-client", choices=("raw", "httpx"), default="raw")
+    p.add_argument(
+        "--http-client",
+        choices=("wrk", "raw", "httpx"),
+        default="wrk",
+        help="the HTTP load: wrk (C, default; Debian package wrk), or the Python raw/httpx clients",
+    )
+    p.add_argument(
+        "--gateway-workers", type=int, help="the gateway's --workers (default: its own, one per core)"
+    )
     p.add_argument("--warmup", type=float, default=0.3, help="unreported seconds per cell and level")
     p.add_argument(
         "--statements-check",
@@ -1245,8 +1315,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--noop-loop",
         choices=("asyncio", "uvloop"),
-        default="asyncio",
-        help="the no-op app's event loop; default asyncio, the loop the gateway actually runs on",
+        default="uvloop",
+        help="the no-op app's event loop; default uvloop, the loop the gateway runs on",
     )
     p.add_argument("--serve-noop", type=int, metavar="PORT", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -1280,6 +1350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             statements_check=args.statements_check,
             seed=args.seed,
             prepare_threshold=args.gateway_prepare_threshold,
+            gateway_workers=args.gateway_workers,
         )
     results["wall_clock_s"] = round(time.monotonic() - t0, 1)
     path = args.output

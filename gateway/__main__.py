@@ -7,6 +7,9 @@ Secrets never travel on the command line (any local user reads argv in /proc/<pi
 - the JWT secret from PGRST_JWT_SECRET, else from --jwt-secret-file (a file only its owner can read),
   else waybill's (WAYBILL_JWT_SECRET, or the data directory's 0600 `jwt-secret` file).
 Other defaults come from waybill's Settings (WAYBILL_API_HOST/PORT/ADMIN_PORT, WAYBILL_SLOW_QUERY_MS).
+
+--workers N (or WAYBILL_GATEWAY_WORKERS; default one per core): N processes on the same ports, each a
+whole gateway with its own pool and schema-cache listener (gateway/workers.py).
 """
 
 from __future__ import annotations
@@ -14,16 +17,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import signal
+import socket
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
+import structlog
 import uvicorn
 
+from gateway import workers
 from gateway.app import create_admin_app, create_app
 from waybill import log
 from waybill.auth import jwt_secret
@@ -88,7 +96,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--admin-port", type=int, default=settings.api_admin_port)
     p.add_argument("--schema", default="api", help="the one exposed schema")
     p.add_argument("--anon-role", default="anon")
-    p.add_argument("--pool-size", type=int, default=10)
+    p.add_argument("--pool-size", type=int, default=10, help="connections per worker (default 10)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get(workers.WORKERS_ENV) or 0) or workers.default_workers(),
+        help=f"worker processes (default: {workers.WORKERS_ENV}, else one per core)",
+    )
     p.add_argument(
         "--db-max-rows",
         type=int,
@@ -115,7 +129,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(
             f"{', '.join(unserved)}: pre-request functions and app settings are not served by the gateway"
         )
-    return p.parse_args(args)
+    parsed = p.parse_args(args)
+    if parsed.workers < 1:
+        p.error("--workers must be at least 1")
+    return parsed
 
 
 def read_secret_file(path: Path) -> str:
@@ -139,9 +156,19 @@ def _secret(args: argparse.Namespace) -> str:
     return jwt_secret(get_settings())
 
 
-async def serve(args: argparse.Namespace) -> None:
-    db_url = os.environ.get(DB_URL_ENV) or _default_db_url()
-    secret = _secret(args)
+def _secrets(args: argparse.Namespace) -> tuple[str, str]:
+    """(database URL, JWT secret): read once, before any worker is forked (they inherit them)."""
+    return os.environ.get(DB_URL_ENV) or _default_db_url(), _secret(args)
+
+
+async def serve(
+    args: argparse.Namespace,
+    db_url: str,
+    secret: str,
+    sockets: tuple[socket.socket, socket.socket] | None = None,
+    board: tuple[workers.ReadyBoard, int] | None = None,
+) -> None:
+    """Serve the API and the admin port until SIGINT/SIGTERM (on `sockets` when a worker)."""
     try:
         app = create_app(
             db_url,
@@ -158,7 +185,13 @@ async def serve(args: argparse.Namespace) -> None:
         )
     except ValueError as exc:
         raise SystemExit(f"gateway: {exc}") from exc
-    admin = create_admin_app(app.state.gateway)
+    gateway = app.state.gateway
+    peers_ready = None
+    if board is not None:
+        ready_board, index = board
+        peers_ready = ready_board.all_ready
+        gateway.on_loaded = lambda: ready_board.mark(index)
+    admin = create_admin_app(gateway, peers_ready=peers_ready)
     for name, event in (("uvicorn", "http_server_message_logged"), ("psycopg", "db_pool_message_logged")):
         std = logging.getLogger(name)
         std.handlers = [_ToStructlog(event)]
@@ -179,15 +212,19 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop)
     logger = log.get_logger()
 
-    async def run(server: uvicorn.Server) -> int:
+    async def run(server: uvicorn.Server, sock: socket.socket | None) -> int:
         try:
-            await server.serve()
+            await server.serve(sockets=None if sock is None else [sock])
         except SystemExit as exc:  # uvicorn exits on startup failures (e.g. a port in use)
             return int(exc.code or 1)
         return 0 if server.started else 1
 
     logger.info("gateway_server_started", host=args.host, port=args.port, admin_port=args.admin_port)
-    tasks = {asyncio.create_task(run(main_server)), asyncio.create_task(run(admin_server))}
+    api_sock, admin_sock = sockets if sockets is not None else (None, None)
+    tasks = {
+        asyncio.create_task(run(main_server, api_sock)),
+        asyncio.create_task(run(admin_server, admin_sock)),
+    }
     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     stop()
     codes = await asyncio.gather(*tasks)
@@ -197,16 +234,51 @@ async def serve(args: argparse.Namespace) -> None:
     logger.info("gateway_server_stopped")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    log.configure("gateway", args.log_level)
+def _run(coro_factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
     try:
         import uvloop  # the faster event loop where it exists (not on Windows)
     except ImportError:
-        asyncio.run(serve(args))
+        asyncio.run(coro_factory())
     else:
-        uvloop.run(serve(args))
-    return 0
+        uvloop.run(coro_factory())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    log.configure("gateway", args.log_level)
+    db_url, secret = _secrets(args)
+    if args.workers == 1:
+        _run(lambda: serve(args, db_url, secret))
+        return 0
+    try:
+        api = workers.bind(args.host, args.port, args.workers)
+        try:
+            admin = workers.bind(args.host, args.admin_port, args.workers)
+        except OSError:
+            for sock in api:
+                sock.close()
+            raise
+    except OSError as exc:
+        log.get_logger().error("gateway_server_failed", error=str(exc), host=args.host, port=args.port)
+        return 1
+
+    def worker(
+        index: int, api_sock: socket.socket, admin_sock: socket.socket, board: workers.ReadyBoard
+    ) -> int:
+        # Workers share the supervisor's stderr: each log line must leave in one write(), or two
+        # workers' lines interleave (print() writes the text and its newline separately).
+        sys.stderr = io.TextIOWrapper(
+            io.BufferedWriter(io.FileIO(os.dup(2), "w"), buffer_size=1 << 20),
+            encoding="utf-8",
+            errors="backslashreplace",
+            line_buffering=True,
+        )
+        log.configure("gateway", args.log_level)
+        structlog.contextvars.bind_contextvars(worker=index)
+        _run(lambda: serve(args, db_url, secret, (api_sock, admin_sock), (board, index)))
+        return 0
+
+    return workers.supervise(args.workers, api, admin, worker)
 
 
 if __name__ == "__main__":

@@ -8,15 +8,14 @@ size limits, CORS, access log).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import traceback
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Callable, Sequence
 
 from psycopg import sql
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -32,6 +31,7 @@ from gateway.plan import Ctx
 from gateway.schema import SchemaCache
 
 MUTATING = ("POST", "PATCH", "PUT", "DELETE")
+PLAN_CACHE_SIZE = 4096  # plans of bodiless requests kept per process (and per schema cache)
 
 
 def _guc_overrides(
@@ -79,7 +79,31 @@ def error_response(err: ApiError) -> Response:
 
 
 class Gateway(Executor):
-    """The runtime (gateway.execute) plus HTTP: `handle` answers one request."""
+    """The runtime (gateway.execute) plus HTTP: `handle` answers one request.
+
+    A GET/HEAD/OPTIONS is a pure function of its path, query string, negotiation headers and the
+    schema cache (gateway.plan), so its plan, with the statement rendered to text, is kept and
+    reused by an identical request until the cache is reloaded: no parsing, no building, no
+    composing then. Planning errors are never kept (they are raised again each time).
+    """
+
+    _plans: dict[tuple, plan.Plan | plan.Options]
+    _plans_of: SchemaCache | None = None
+
+    def _planned(
+        self, cache: SchemaCache, key: tuple, build: Callable[[], plan.Plan | plan.Options]
+    ) -> plan.Plan | plan.Options:
+        if self._plans_of is not cache:  # a reload: plans of the old cache are forgotten
+            self._plans, self._plans_of = {}, cache
+        found = self._plans.get(key)
+        if found is None:
+            found = build()
+            if isinstance(found, plan.Plan):
+                found.built = found.built.rendered()
+            if len(self._plans) >= PLAN_CACHE_SIZE:
+                del self._plans[next(iter(self._plans))]  # the oldest
+            self._plans[key] = found
+        return found
 
     async def handle(self, request: Request) -> Response:
         try:
@@ -168,33 +192,53 @@ class Gateway(Executor):
         )
 
     def _plan_read(self, request: Request, cache: SchemaCache, name: str) -> plan.Plan:
-        return plan.plan_read(
-            cache,
-            name,
-            method=request.method,
-            query_string=request.scope.get("query_string", b""),
-            accept=request.headers.get("accept"),
-            range_header=request.headers.get("range"),
-            prefer=request.headers.getlist("prefer"),
-            db_max_rows=self.config.db_max_rows,
-        )
+        headers = request.headers
+        method, qs = request.method, request.scope.get("query_string", b"")
+        accept, rng, prefer = headers.get("accept"), headers.get("range"), headers.getlist("prefer")
+
+        def build() -> plan.Plan:
+            return plan.plan_read(
+                cache,
+                name,
+                method=method,
+                query_string=qs,
+                accept=accept,
+                range_header=rng,
+                prefer=prefer,
+                db_max_rows=self.config.db_max_rows,
+            )
+
+        planned = self._planned(cache, ("r", name, method, qs, accept, rng, *prefer), build)
+        assert isinstance(planned, plan.Plan)
+        return planned
 
     async def _rpc(
         self, request: Request, ctx: Ctx, cache: SchemaCache, name: str, negotiated: bool
     ) -> Response:
-        method = request.method
-        planned = plan.plan_rpc(
-            cache,
-            name,
-            method=method,
-            query_string=request.scope.get("query_string", b""),
-            accept=request.headers.get("accept"),
-            range_header=request.headers.get("range"),
-            prefer=request.headers.getlist("prefer"),
-            content_type=request.headers.get("content-type"),
-            body=await self._body(request) if method == "POST" else None,
-            db_max_rows=self.config.db_max_rows,
-        )
+        method, headers = request.method, request.headers
+        qs = request.scope.get("query_string", b"")
+        accept, rng, prefer = headers.get("accept"), headers.get("range"), headers.getlist("prefer")
+        content_type = headers.get("content-type")
+        body = await self._body(request) if method == "POST" else None
+
+        def build() -> plan.Plan | plan.Options:
+            return plan.plan_rpc(
+                cache,
+                name,
+                method=method,
+                query_string=qs,
+                accept=accept,
+                range_header=rng,
+                prefer=prefer,
+                content_type=content_type,
+                body=body,
+                db_max_rows=self.config.db_max_rows,
+            )
+
+        if method == "POST":  # a body: planned each time
+            planned = build()
+        else:
+            planned = self._planned(cache, ("f", name, method, qs, accept, rng, content_type, *prefer), build)
         if isinstance(planned, plan.Options):
             return _options(planned.allow)
         return await self._answer(request, ctx, negotiated, planned)
@@ -287,6 +331,41 @@ class _Endpoint:
         await response(scope, receive, send)
 
 
+class ApiApp:
+    """The API as a bare ASGI app: gateway.edge's RequestContext, then the gateway, for every path
+    and method (no framework router or exception middleware in between: the gateway answers every
+    error itself). The lifespan starts and stops the runtime; `state.gateway` is that runtime."""
+
+    def __init__(self, gateway: Gateway, edge: RequestContext) -> None:
+        self.state = State({"gateway": gateway})
+        self.gateway = gateway
+        self.edge = edge
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.edge(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:  # websocket: not served
+            await send({"type": "websocket.close", "code": 1000})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.gateway.start()
+                except Exception as exc:  # noqa: BLE001 - reported to the server, which exits
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.gateway.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
 def create_app(
     db_url: str,
     jwt_secret: str,
@@ -301,7 +380,7 @@ def create_app(
     slow_query_ms: float | None = None,  # None: waybill's setting (WAYBILL_SLOW_QUERY_MS)
     db_max_rows: int | None = None,
     prepare_threshold: int | None = 5,
-) -> Starlette:
+) -> ApiApp:
     """The API app; its Gateway (pool, cache, listener) starts and stops with the app's lifespan.
 
     `app.state.gateway` is the runtime; `create_admin_app(app.state.gateway)` serves /live and /ready.
@@ -323,38 +402,25 @@ def create_app(
         )
     )
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await gateway.start()
-        try:
-            yield
-        finally:
-            await gateway.stop()
-
-    app = Starlette(
-        routes=[Route("/{path:path}", _Endpoint(gateway))],  # an ASGI endpoint: every method
-        middleware=[
-            Middleware(
-                RequestContext,
-                max_header_bytes=gateway.config.max_header_bytes,
-                max_body_bytes=gateway.config.max_body_bytes,
-            )
-        ],
-        lifespan=lifespan,
+    edge = RequestContext(
+        _Endpoint(gateway),
+        max_header_bytes=gateway.config.max_header_bytes,
+        max_body_bytes=gateway.config.max_body_bytes,
     )
-    app.router.redirect_slashes = False
-    app.state.gateway = gateway
+    app = ApiApp(gateway, edge)
     return app
 
 
-def create_admin_app(gateway: Gateway) -> Starlette:
-    """`GET /live`: 200 while the process serves; `GET /ready`: 200 once the pool and cache are ready."""
+def create_admin_app(gateway: Gateway, *, peers_ready: Callable[[], bool] | None = None) -> Starlette:
+    """`GET /live`: 200 while the process serves; `GET /ready`: 200 once the pool and cache are ready
+    (and, with several workers, once `peers_ready()` says every worker has loaded its cache)."""
 
     async def live(request: Request) -> Response:
         return Response(status_code=200)
 
     async def ready(request: Request) -> Response:
-        return Response(status_code=200 if await gateway.ready() else 503)
+        ok = (peers_ready is None or peers_ready()) and await gateway.ready()
+        return Response(status_code=200 if ok else 503)
 
     return Starlette(routes=[Route("/live", live), Route("/ready", ready)])
 

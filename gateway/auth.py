@@ -13,6 +13,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import jwt
@@ -21,6 +22,7 @@ from gateway.errors import ApiError, jwt_claims_error, jwt_decode_error
 
 MIN_SECRET = 32
 SKEW_SECONDS = 30
+VERIFIED_CACHE_SIZE = 1024  # tokens whose signature and claims JSON were checked (per process)
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,11 @@ class AuthResult:
     role: str
     claims: dict[str, Any]  # the payload with `role` set: becomes request.jwt.claims
     authed: bool  # not the anonymous role (decides 401 vs 403 on 42501)
+
+    @cached_property
+    def claims_json(self) -> str:
+        """request.jwt.claims as sent to SQL (rendered once per verified token, see Verifier)."""
+        return json.dumps(self.claims, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -55,10 +62,28 @@ class Verifier:
         self.key = secret.encode()
         self.anon_role = anon_role
         self.audience = audience
+        self._anon = self._result({})
+        # token -> (its claims, its AuthResult): a token seen again skips the signature check and
+        # the JSON parsing (the costly part); its time claims are checked on every request.
+        self._verified: dict[str, tuple[dict[str, Any], AuthResult]] = {}
 
     def authenticate(self, authorization: str | None, now: float | None = None) -> AuthResult:
         token = bearer_token(authorization)
-        claims = {} if token is None else self._verify(token, time.time() if now is None else now)
+        if token is None:
+            return self._anon
+        now = time.time() if now is None else now
+        known = self._verified.get(token)
+        if known is not None:
+            self._check_claims(known[0], int(now))
+            return known[1]
+        claims = self._verify(token, now)
+        result = self._result(claims)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        self._verified[token] = (claims, result)
+        return result
+
+    def _result(self, claims: dict[str, Any]) -> AuthResult:
         if "role" in claims:
             raw = claims["role"]
             role = raw if isinstance(raw, str) else json.dumps(raw, separators=(",", ":"))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from typing import Any
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -63,6 +64,7 @@ class RequestContext:
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes
         self.log = get_logger()
+        self._access: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,7 +103,9 @@ class RequestContext:
                 status = 200
         finally:
             state = scope.get("state") or {}
-            self.log.info(
+            if self._access is None:  # a bound logger, made once: the proxy re-binds on every call
+                self._access = self.log.bind()
+            self._access.info(
                 "http_request_completed",
                 method=scope["method"],
                 path=scope["path"],

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +68,7 @@ class Executor:
         )
         self._reload_lock = asyncio.Lock()
         self._loader: asyncio.Task | None = None
+        self.on_loaded: Callable[[], None] | None = None  # called after each successful cache load
         self.log = get_logger()
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -129,6 +130,8 @@ class Executor:
                 self.log.error("schema_cache_load_failed", error=str(exc), schema=self.config.schema)
                 return False
             self.cache = cache
+            if self.on_loaded is not None:
+                self.on_loaded()
             self.log.info(
                 "schema_cache_load_succeeded",
                 schema=self.config.schema,
@@ -234,19 +237,22 @@ class Executor:
     ) -> tuple:
         """Run `work`; if the client disconnects first, cancel the statement on the server (its
         backend must not keep burning CPU for nobody) and let `work` fail with 57014."""
-        task = asyncio.ensure_future(work)
         if ctx.wait_disconnect is None:
-            return await task
-        watcher = asyncio.ensure_future(ctx.wait_disconnect())
+            return await work
+        # One watcher task (the work itself runs in this task): should the client go away first,
+        # it cancels the statement on the server, and `work` fails with 57014.
+        watcher = asyncio.ensure_future(self._cancel_when_gone(ctx, conn))
         try:
-            await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if watcher.done() and not task.done():
-                self.log.warning("http_client_disconnected", method=ctx.method, path=ctx.path)
-                with contextlib.suppress(Exception):
-                    await conn.cancel_safe(timeout=5.0)
-            return await task
+            return await work
         finally:
             watcher.cancel()
+
+    async def _cancel_when_gone(self, ctx: Ctx, conn: psycopg.AsyncConnection) -> None:
+        assert ctx.wait_disconnect is not None
+        await ctx.wait_disconnect()
+        self.log.warning("http_client_disconnected", method=ctx.method, path=ctx.path)
+        with contextlib.suppress(Exception):
+            await conn.cancel_safe(timeout=5.0)
 
     def _warn_if_slow(self, ctx: Ctx, started: float) -> None:
         elapsed_ms = (time.perf_counter() - started) * 1000

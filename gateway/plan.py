@@ -62,7 +62,7 @@ def request_settings(cache: SchemaCache, search_path: str, ctx: Ctx) -> tuple[sq
     params = [
         search_path,
         ctx.auth.role,
-        json.dumps(ctx.auth.claims, separators=(",", ":"), sort_keys=True, ensure_ascii=False),
+        ctx.auth.claims_json,
         ctx.method,
         ctx.path,
         ctx.headers_json,

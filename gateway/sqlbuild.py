@@ -61,8 +61,14 @@ SOURCE = sql.Identifier("pgrst_source")
 
 @dataclass
 class Built:
-    query: sql.Composable
+    query: sql.Composable | str  # a str: rendered once, for a plan the gateway keeps (gateway/app.py)
     params: list[Any]
+
+    def rendered(self) -> Built:
+        """The same statement as text: psycopg then skips composing it on every execute."""
+        if isinstance(self.query, str):
+            return self
+        return Built(self.query.as_string(None), self.params)
 
 
 def _array_literal(values: tuple[str, ...]) -> str:

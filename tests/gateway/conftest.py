@@ -12,6 +12,7 @@ import secrets
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ class Gw:
     secret: str
     log_path: Path
     proc: subprocess.Popen
+    workers: int = 1
 
     def token(self, role: str | None = "service", secret: str | None = None, **claims) -> str:
         now = int(time.time())
@@ -51,6 +53,22 @@ class Gw:
 
     def db(self) -> psycopg.Connection:
         return psycopg.connect(self.owner_url, autocommit=True)
+
+    def cache_loads(self) -> Counter:
+        """Schema cache loads so far, by worker (None when the gateway runs one process)."""
+        return Counter(
+            x.get("worker") for x in self.log_lines() if x["event"] == "schema_cache_load_succeeded"
+        )
+
+    def notify_reload(self, conn: psycopg.Connection, payload: str = "reload schema") -> None:
+        """NOTIFY pgrst and wait until every worker has loaded its cache again."""
+        before = self.cache_loads()
+        conn.execute("select pg_notify('pgrst', %s)", [payload])
+        keys = [None] if self.workers == 1 else list(range(self.workers))
+        wait_until(
+            lambda: all(self.cache_loads()[k] > before[k] for k in keys),
+            what=f"{self.workers} worker(s) reloaded",
+        )
 
     def log_lines(self) -> list[dict]:
         out = []
@@ -74,12 +92,16 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: s
         raise AssertionError(str(exc)) from None
 
 
-def start_gateway(cluster: Cluster, dbname: str, log_path: Path, *, wait_ready: bool = True, **extra) -> Gw:
+def start_gateway(
+    cluster: Cluster, dbname: str, log_path: Path, *, wait_ready: bool = True, workers: int = 2, **extra
+) -> Gw:
+    """`python -m gateway` with `workers` processes (2 by default: every test runs against several)."""
     secret = secrets.token_urlsafe(40)
     port, admin_port = free_port(), free_port()
     args = [
         sys.executable, "-m", "gateway", "--host", "127.0.0.1",
         "--port", str(port), "--admin-port", str(admin_port), "--log-level", "debug",
+        "--workers", str(workers),
     ]  # fmt: skip
     for k, v in extra.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
@@ -94,6 +116,7 @@ def start_gateway(cluster: Cluster, dbname: str, log_path: Path, *, wait_ready: 
         secret,
         log_path,
         proc,
+        workers,
     )
     target = "/ready" if wait_ready else "/live"
     try:

@@ -34,12 +34,13 @@ def _create(conn: psycopg.Connection, name: str, value: int) -> None:
     conn.execute(f"grant execute on function api.{name}() to service")
 
 
-def _listener(conn: psycopg.Connection) -> tuple[int, str] | None:
-    row = conn.execute(
+def _listeners(conn: psycopg.Connection) -> dict[int, str]:
+    """pid -> current query of every LISTEN connection (one per worker)."""
+    rows = conn.execute(
         "select pid, query from pg_stat_activity where application_name = 'gateway-listener' "
         "and datname = current_database()"
-    ).fetchone()
-    return (row[0], row[1]) if row else None
+    ).fetchall()
+    return dict(rows)
 
 
 def test_new_function_is_served_after_notify(fresh: Gw) -> None:
@@ -48,9 +49,11 @@ def test_new_function_is_served_after_notify(fresh: Gw) -> None:
         _create(conn, "t_new_one", 11)
         # no NOTIFY yet: the cache has not changed
         assert_error(c.post("/rpc/t_new_one"), 404, "PGRST202")
-        conn.execute("notify pgrst, 'reload schema'")
-        r = wait_until(lambda: (x := c.post("/rpc/t_new_one")).status_code == 200 and x, what="reload")
-        assert r.json() == 11
+        fresh.notify_reload(conn)
+        # every worker serves it: fresh connections land on either worker (SO_REUSEPORT)
+        for _ in range(10):
+            r = httpx.post(fresh.base_url + "/rpc/t_new_one", headers=c.headers, timeout=10)
+            assert r.status_code == 200 and r.json() == 11
     assert any(x["event"] == "schema_reload_requested" for x in fresh.log_lines())
 
 
@@ -58,25 +61,29 @@ def test_other_payloads_do_not_reload(fresh: Gw) -> None:
     with fresh.client("service") as c, fresh.db() as conn:
         _create(conn, "t_quiet", 1)
         conn.execute("notify pgrst, 'something else'")
-        conn.execute("notify pgrst, ''")  # an empty payload does reload
-        wait_until(lambda: c.post("/rpc/t_quiet").status_code == 200, what="reload on empty payload")
+        fresh.notify_reload(conn, "")  # an empty payload does reload
+        assert c.post("/rpc/t_quiet").status_code == 200
         reloads = [x for x in fresh.log_lines() if x["event"] == "schema_reload_requested"]
-        assert len(reloads) == 1
+        assert sorted(x["worker"] for x in reloads) == list(range(fresh.workers))  # once each
 
 
 def test_listener_reconnects_after_its_connection_drops(fresh: Gw) -> None:
     with fresh.client("service") as c, fresh.db() as conn:
-        first = wait_until(lambda: _listener(conn), what="listener backend")
-        conn.execute("select pg_terminate_backend(%s)", [first[0]])
-        # a new LISTEN connection comes back (after a 1 s back-off) and has run its LISTEN
+        first = wait_until(
+            lambda: len(x := _listeners(conn)) == fresh.workers and x, what="listener backends"
+        )
+        conn.execute("select pg_terminate_backend(pid) from unnest(%s::int[]) pid", [list(first)])
+        # new LISTEN connections come back (after a 1 s back-off) and have run their LISTEN
         wait_until(
             lambda: (
-                (cur := _listener(conn)) is not None and cur[0] != first[0] and cur[1].startswith("listen")
+                len(cur := _listeners(conn)) == fresh.workers
+                and not set(cur) & set(first)
+                and all(q.startswith("listen") for q in cur.values())
             ),
             what="listener reconnect",
         )
         _create(conn, "t_after_drop", 22)
-        conn.execute("notify pgrst, 'reload schema'")
+        fresh.notify_reload(conn)
         r = wait_until(lambda: (x := c.post("/rpc/t_after_drop")).status_code == 200 and x, what="reload")
         assert r.json() == 22
     assert any(x["event"] == "schema_listener_connection_lost" for x in fresh.log_lines())

@@ -143,7 +143,7 @@ def test_role_revoked_after_the_cache_load_does_not_poison_the_pool(one_conn_gw:
         conn.execute(f"alter role {role} set work_mem = '4MB'")
         conn.execute(f"grant usage on schema api, ops to {role}")
         conn.execute(f"grant execute on function api.t_add(int, int) to {role}")
-        conn.execute("notify pgrst, 'reload schema'")
+        gw.notify_reload(conn)
     try:
         path = "/rpc/t_add?a=1&b=2&limit=5"  # a statement shape of its own too
         with httpx.Client(base_url=gw.base_url, timeout=30) as c:

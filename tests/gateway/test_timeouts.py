@@ -74,7 +74,7 @@ def test_role_settings_follow_a_schema_reload(tgw: Gw) -> None:
     name = dbname_of(tgw.owner_url)
     with tgw.db() as conn:
         conn.execute(f"alter role agent in database \"{name}\" set statement_timeout = '150ms'")
-        conn.execute("notify pgrst, 'reload schema'")
+        tgw.notify_reload(conn)
     wait_until(lambda: _setting(tgw, "agent", "statement_timeout") == "150ms", what="agent's new setting")
     with tgw.client("agent") as c:
         assert_error(c.get("/rpc/t_sleep", params={"ms": 5000}), 500, "57014")
