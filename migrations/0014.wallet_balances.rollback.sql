@@ -19,4 +19,4 @@ drop trigger _200_balance_slots on core.ledger_entries;
 drop function core.tg_ledger_entries__balance_slots();
 drop function core.rebuild_wallet_balances();
 drop table core.wallet_balance_slots;
-drop function core.wallet_hot_slots();
+drop function core.wallet_slots();

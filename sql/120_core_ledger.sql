@@ -208,22 +208,22 @@ comment on function core.post_ledger(text, text, bigint, bigint, bigint[], bigin
 -- A balance read must not grow with the ledger (a sum over every entry took 85-100 ms at 200k
 -- orders), so each wallet's balance is kept in core.wallet_balance_slots by the statement that
 -- writes its entries, in the same transaction. One row per wallet would make every capture and
--- refund queue on the two platform wallets' rows until commit; their deltas instead go to one of
--- core.wallet_hot_slots() slots chosen at random per statement, and a read sums the slots.
+-- refund queue until commit on the two platform wallets' rows (and a busy seller's); the deltas
+-- instead go to one of core.wallet_slots() slots chosen at random per wallet and statement, and a
+-- read sums the slots (at most 16 rows per wallet, whatever the size of the ledger).
 
-create function core.wallet_hot_slots()
+create function core.wallet_slots()
 returns smallint
 language sql
 immutable
 parallel safe
 set search_path = ''
 as $$
-    -- 16 slots: with 32 concurrent captures, two land on the same slot of a platform wallet in
-    -- 1 capture of 16 on average (measured: docs/performance.md "Wallet balances").
+    -- 16: measured against 1 slot (bench/captures.py, docs/performance.md "Wallet balances").
     select 16::smallint
 $$;
-comment on function core.wallet_hot_slots() is
-    'How many balance slots a platform (non-SELLER) wallet spreads its concurrent updates over.';
+comment on function core.wallet_slots() is
+    'How many balance slots a wallet spreads its concurrent updates over (core.wallet_balance_slots).';
 
 create table core.wallet_balance_slots (
     wallet_id   bigint not null,
@@ -237,7 +237,7 @@ alter table core.wallet_balance_slots enable row level security;
 comment on table core.wallet_balance_slots is
     'Stored wallet balances: a wallet''s balance is the sum of its slots, always equal to the sum of its ledger entries.';
 comment on column core.wallet_balance_slots.slot is
-    'Seller wallets use slot 0; platform wallets spread over core.wallet_hot_slots() slots so captures do not queue on one row.';
+    'Writers spread over core.wallet_slots() slots at random, so concurrent captures rarely queue on one row.';
 comment on column core.wallet_balance_slots.balance is 'This slot''s share of the wallet''s balance (minor units).';
 
 create function core.tg_ledger_entries__balance_slots()
@@ -249,17 +249,13 @@ as $$
 -- AFTER INSERT, once per statement: add each wallet's new entries to one of its balance slots.
 -- SECURITY DEFINER: the writer of entries need not be able to write the slots itself.
 -- Rows are upserted in (wallet_id) order, so two statements lock slots in the same order and cannot
--- deadlock on them; the row lock of a slot is held to COMMIT, which serialises writers of the same
--- slot (a seller's captures; platform writers only when they draw the same random slot).
+-- deadlock on them; a slot's row lock is held to COMMIT, so two writers queue only when they drew
+-- the same slot of the same wallet.
 begin
     insert into core.wallet_balance_slots as s (wallet_id, slot, balance)
-    select n.wallet_id,
-           case when w.kind = 'SELLER' then 0
-                else floor(random() * core.wallet_hot_slots())::smallint end,
-           sum(n.amount)::bigint
+    select n.wallet_id, floor(random() * core.wallet_slots())::smallint, sum(n.amount)::bigint
       from new_entries n
-      join core.wallets w on w.id = n.wallet_id
-     group by n.wallet_id, w.kind
+     group by n.wallet_id
      order by n.wallet_id
         on conflict on constraint wallet_balance_slots_pkey
         do update set balance = s.balance + excluded.balance;
