@@ -32,9 +32,9 @@ SLOTS_OFF = "alter table core.ledger_entries disable trigger _200_balance_slots"
 HOT_SLOTS = """create or replace function core.wallet_slots()
 returns smallint language sql immutable parallel safe set search_path = '' as $$ select %s::smallint $$"""
 MODES = {
-    "slots": [SLOTS_ON, HOT_SLOTS % 16],
+    "slots": [SLOTS_ON, HOT_SLOTS % 64],
     "one-slot": [SLOTS_ON, HOT_SLOTS % 1],
-    "off": [SLOTS_OFF, HOT_SLOTS % 16],
+    "off": [SLOTS_OFF, HOT_SLOTS % 64],
 }
 
 

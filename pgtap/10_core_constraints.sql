@@ -194,8 +194,8 @@ insert into bad_rows (target, code, what, stmt) values
  $$insert into core.ledger_entries (transaction_id, wallet_id, amount) values (999999, 7001, 10)$$),
 ('ledger_entries_wallet_id_fkey', 'FOREIGN_KEY_VIOLATION', 'unknown wallet',
  $$insert into core.ledger_entries (transaction_id, wallet_id, amount) values (8001, 999999, 10)$$),
-('wallet_balance_slots_slot_range_check', 'CHECK_VIOLATION', 'slot beyond the 16 hot slots',
- $$insert into core.wallet_balance_slots (wallet_id, slot, balance) values (7001, 16, 0)$$),
+('wallet_balance_slots_slot_range_check', 'CHECK_VIOLATION', 'slot beyond the 64 slots',
+ $$insert into core.wallet_balance_slots (wallet_id, slot, balance) values (7001, 64, 0)$$),
 ('wallet_balance_slots_wallet_id_fkey', 'FOREIGN_KEY_VIOLATION', 'unknown wallet',
  $$insert into core.wallet_balance_slots (wallet_id, slot, balance) values (999999, 0, 0)$$),
 -- orders
