@@ -33,6 +33,8 @@ comment on function core.wallet_slots() is
 
 create table core.wallet_balance_slots (
     wallet_id   bigint not null,
+    -- smallint on purpose: 0-63 (wallet_balance_slots_slot_range_check), never near its limit.
+    -- squawk-ignore prefer-bigint-over-smallint
     slot        smallint not null,
     balance     bigint not null,
     constraint wallet_balance_slots_pkey primary key (wallet_id, slot),
@@ -52,6 +54,7 @@ language plpgsql
 security definer
 set search_path = ''
 as $$
+-- @plpgsql_check_options: newtable = new_entries
 -- AFTER INSERT, once per statement: add each wallet's new entries to one of its balance slots.
 -- SECURITY DEFINER: the writer of entries need not be able to write the slots itself.
 -- Rows are upserted in (wallet_id) order, so two statements lock slots in the same order and cannot

@@ -228,7 +228,7 @@ comment on function core.wallet_slots() is
 
 create table core.wallet_balance_slots (
     wallet_id   bigint not null,
-    slot        smallint not null,
+    slot        smallint not null,  -- 0-63 (wallet_balance_slots_slot_range_check)
     balance     bigint not null,
     constraint wallet_balance_slots_pkey primary key (wallet_id, slot),
     constraint wallet_balance_slots_wallet_id_fkey foreign key (wallet_id) references core.wallets (id),
@@ -247,6 +247,7 @@ language plpgsql
 security definer
 set search_path = ''
 as $$
+-- @plpgsql_check_options: newtable = new_entries
 -- AFTER INSERT, once per statement: add each wallet's new entries to one of its balance slots.
 -- SECURITY DEFINER: the writer of entries need not be able to write the slots itself.
 -- Rows are upserted in (wallet_id) order, so two statements lock slots in the same order and cannot
