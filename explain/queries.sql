@@ -16,9 +16,9 @@
 -- =================================================================================================
 
 -- name: wallet_balance
--- serves: a seller wallet's balance (core.wallet_balances: sum of amount by wallet_id)
--- expect: ledger_entries_wallet_id_amount_created_at_idx
--- expect-node: Index Only Scan
+-- serves: a seller wallet's balance (core.wallet_balances, GET /wallet_balances?wallet_id=eq.N: the
+-- sum of its stored balance slots, whatever the size of the ledger)
+-- expect: wallet_balance_slots_pkey
 -- params: select w.wallet_id from explain_params w where w.k = 'busiest_seller_wallet'
 select b.wallet_id, b.currency, b.balance
   from core.wallet_balances b

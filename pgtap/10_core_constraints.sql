@@ -4,7 +4,7 @@
 -- assertions proves each bad row trips the very constraint it targets and that no constraint of core
 -- is left without a bad row.
 begin;
-select plan(143);
+select plan(147);
 
 -- ---------------------------------------------------------------------------------------------
 -- Structure: the tables, their primary keys, their foreign keys
@@ -12,13 +12,14 @@ select plan(143);
 select tables_are('core', array[
     'customers', 'sellers', 'delivery_agents', 'state_transitions', 'wallets', 'ledger_transactions',
     'ledger_entries', 'orders', 'order_status_history', 'payments', 'refunds', 'shipping_assignments',
-    'assignment_status_history', 'currencies']);
+    'assignment_status_history', 'currencies', 'wallet_balance_slots']);
 
 select has_pk('core', 'customers', 'core.customers has a primary key');
 select has_pk('core', 'sellers', 'core.sellers has a primary key');
 select has_pk('core', 'delivery_agents', 'core.delivery_agents has a primary key');
 select has_pk('core', 'state_transitions', 'core.state_transitions has a primary key');
 select has_pk('core', 'wallets', 'core.wallets has a primary key');
+select has_pk('core', 'wallet_balance_slots', 'core.wallet_balance_slots has a primary key');
 select has_pk('core', 'ledger_transactions', 'core.ledger_transactions has a primary key');
 select has_pk('core', 'ledger_entries', 'core.ledger_entries has a primary key');
 select has_pk('core', 'orders', 'core.orders has a primary key');
@@ -34,6 +35,7 @@ select fk_ok('core', 'ledger_transactions', 'payment_id', 'core', 'payments', 'i
 select fk_ok('core', 'ledger_transactions', 'refund_id', 'core', 'refunds', 'id');
 select fk_ok('core', 'ledger_entries', 'transaction_id', 'core', 'ledger_transactions', 'id');
 select fk_ok('core', 'ledger_entries', 'wallet_id', 'core', 'wallets', 'id');
+select fk_ok('core', 'wallet_balance_slots', 'wallet_id', 'core', 'wallets', 'id');
 select fk_ok('core', 'orders', 'customer_id', 'core', 'customers', 'id');
 select fk_ok('core', 'orders', 'seller_id', 'core', 'sellers', 'id');
 select fk_ok('core', 'order_status_history', 'order_id', 'core', 'orders', 'id');
@@ -192,6 +194,10 @@ insert into bad_rows (target, code, what, stmt) values
  $$insert into core.ledger_entries (transaction_id, wallet_id, amount) values (999999, 7001, 10)$$),
 ('ledger_entries_wallet_id_fkey', 'FOREIGN_KEY_VIOLATION', 'unknown wallet',
  $$insert into core.ledger_entries (transaction_id, wallet_id, amount) values (8001, 999999, 10)$$),
+('wallet_balance_slots_slot_range_check', 'CHECK_VIOLATION', 'slot beyond the 64 slots',
+ $$insert into core.wallet_balance_slots (wallet_id, slot, balance) values (7001, 64, 0)$$),
+('wallet_balance_slots_wallet_id_fkey', 'FOREIGN_KEY_VIOLATION', 'unknown wallet',
+ $$insert into core.wallet_balance_slots (wallet_id, slot, balance) values (999999, 0, 0)$$),
 -- orders
 ('orders_ship_to_zip_format_check', 'CHECK_VIOLATION', 'four-digit zip',
  $$insert into core.orders (customer_id, seller_id, ship_to_zip, amount, currency) values (1001, 2001, '1000', 100, 'EUR')$$),

@@ -6,7 +6,7 @@
 -- floor(fee * refunded_after / captured) - floor(fee * refunded_before / captured).
 begin;
 set local client_min_messages = warning;  -- quiet the NOTICE of TRUNCATE ... CASCADE
-select plan(24);
+select plan(28);
 
 -- ---------------------------------------------------------------------------------------------
 -- Inputs
@@ -152,6 +152,32 @@ select results_eq(
 select is_empty(
     $$select currency from core.wallet_balances group by currency having sum(balance) <> 0$$,
     'in each currency the wallets sum to zero (money is only moved, never made)');
+
+-- Stored balances (core.wallet_balance_slots): kept by a per-statement trigger, rebuilt from entries.
+select has_trigger('core', 'ledger_entries', '_200_balance_slots', 'ledger_entries keeps the stored balances');
+create temp table balances_before as select wallet_id, balance from core.wallet_balances;
+select lives_ok(
+    $$select core.post_ledger('CAPTURE', 'EUR', (select min(id) from core.payments where currency = 'EUR'), null,
+        array[(select id from core.wallets where kind = 'PAYMENT_CLEARING' and currency = 'EUR'),
+              (select id from core.wallets where kind = 'PLATFORM_FEES' and currency = 'EUR'),
+              (select id from core.wallets where kind = 'PLATFORM_FEES' and currency = 'EUR')],
+        array[-300, 100, 200]::bigint[])$$,
+    'one statement posting two entries to one wallet');
+select set_eq(
+    $$select wallet_id, balance from core.wallet_balances$$,
+    $$select b.wallet_id, b.balance + case w.kind when 'PAYMENT_CLEARING' then -300 when 'PLATFORM_FEES' then 300 else 0 end
+        from balances_before b join core.wallets w on w.id = b.wallet_id
+       where w.currency = 'EUR'
+      union all
+      select b.wallet_id, b.balance from balances_before b join core.wallets w on w.id = b.wallet_id
+       where w.currency <> 'EUR'$$,
+    'the stored balances moved by exactly the statement''s entries, summed per wallet');
+select is(
+    (select core.rebuild_wallet_balances()
+         - (select count(distinct wallet_id) from core.ledger_entries))::integer
+      + (select count(*) from (select wallet_id, balance from core.wallet_balances
+                               except select wallet_id, sum(amount)::bigint from core.ledger_entries group by 1) d)::integer,
+    0, 'core.rebuild_wallet_balances recomputes one slot per wallet with entries, equal to its entries');
 
 -- ---------------------------------------------------------------------------------------------
 -- A refund beyond what is left is refused and moves nothing

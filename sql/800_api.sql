@@ -86,6 +86,8 @@ grant select on core.customers, core.sellers, core.orders, core.order_status_his
                 core.refunds, core.wallets, core.ledger_entries
     to admin, platform_admin, service;
 grant select on core.wallet_balances to admin, platform_admin;
+-- The balances view is security_invoker: its readers read the stored slots themselves.
+grant select on core.wallet_balance_slots to admin, platform_admin;
 grant select on core.delivery_agents, core.shipping_assignments, core.assignment_status_history
     to admin, platform_admin, service, agent;
 
@@ -105,6 +107,8 @@ create policy staff_read on core.wallets for select to admin, platform_admin, se
 comment on policy staff_read on core.wallets is 'Admins and services read every wallet.';
 create policy staff_read on core.ledger_entries for select to admin, platform_admin, service using (true);
 comment on policy staff_read on core.ledger_entries is 'Admins and services read every ledger entry.';
+create policy staff_read on core.wallet_balance_slots for select to admin, platform_admin using (true);
+comment on policy staff_read on core.wallet_balance_slots is 'Admins read every stored balance (core.wallet_balances).';
 
 create policy staff_read on core.delivery_agents for select to admin, platform_admin, service using (true);
 comment on policy staff_read on core.delivery_agents is 'Admins and services read every agent.';
@@ -171,7 +175,7 @@ create view api.wallet_balances with (security_invoker = true) as
 select b.wallet_id, b.kind, b.seller_id, b.currency, b.balance
   from core.wallet_balances b;
 comment on view api.wallet_balances is $$Wallet balances
-Each wallet's balance in minor units, derived from its ledger entries.$$;
+Each wallet's balance in minor units: the stored sum of its ledger entries, kept in the same transaction.$$;
 grant select on api.wallet_balances to admin, platform_admin;
 
 create view api.delivery_agents with (security_invoker = true) as

@@ -8,6 +8,14 @@ import psycopg
 
 _seq = itertools.count(1)
 
+# Every wallet whose stored balance differs from the sum of its entries (or has entries and no slot).
+WALLET_DRIFT = """
+select count(*)
+  from core.wallets w
+ where coalesce((select sum(s.balance) from core.wallet_balance_slots s where s.wallet_id = w.id), 0)
+    <> coalesce((select sum(e.amount) from core.ledger_entries e where e.wallet_id = w.id), 0)
+"""
+
 
 def one(conn: psycopg.Connection, sql: str, params: list | tuple = ()) -> tuple:
     row = conn.execute(sql, params).fetchone()

@@ -9,7 +9,7 @@ from collections import Counter
 import psycopg
 
 from tests.concurrency import WON, Contenders
-from tests.factories import offered_assignment, one, party
+from tests.factories import WALLET_DRIFT, offered_assignment, one, party
 from waybill.errors import error_code
 
 TRIALS = 200
@@ -272,6 +272,8 @@ def test_randomized_money_and_delivery_workload(conn: psycopg.Connection, db_url
         conn.execute("select kind, sum(balance) from core.wallet_balances group by kind").fetchall()
     )
     assert actual == expected
+    # ... and every wallet's stored balance (core.wallet_balance_slots) is the sum of its own entries.
+    assert one(conn, WALLET_DRIFT)[0] == 0
     # No order in an illegal state, and every order's history is a valid path.
     illegal = one(
         conn,

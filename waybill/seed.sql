@@ -739,6 +739,9 @@ begin
 end
 $check$;
 
+-- ---- wallet balances: the entries above skipped the trigger that stores them: ONE rebuild ---------
+select core.rebuild_wallet_balances();
+
 -- ---- metrics: the rows above skipped the rollup triggers: ONE rebuild from the raw rows, then the
 -- views (their pg_cron jobs would otherwise show nothing for up to 30 minutes) --------------------
 select metrics.rebuild_rollups();
