@@ -6,7 +6,7 @@ PostgREST runs it), one connection times, interleaved, `--runs` times each:
     list      select * from api.wallet_balances                 (GET /wallet_balances)
     one       ... where wallet_id = <the busiest seller wallet>  (GET /wallet_balances?wallet_id=eq.N)
     page      ... order by wallet_id limit 100                  (a page: &order=wallet_id&limit=100)
-    derived   the old definition: sum(amount) over every entry of every wallet (what 0014 replaced)
+    derived   the old definition: sum(amount) over every entry of every wallet (what 0013 replaced)
 
 and prints p50 / p95 / p99 in ms (client side), the median server-side execution time, and whether the stored and derived balances agree.
 

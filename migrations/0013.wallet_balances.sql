@@ -1,8 +1,8 @@
--- 0014 wallet balances: each wallet's balance stored in core.wallet_balance_slots by the statement
+-- 0013 wallet balances: each wallet's balance stored in core.wallet_balance_slots by the statement
 -- that writes its entries (a per-statement trigger), every wallet spread over 64 slots so
 -- captures do not queue on one row; core.wallet_balances sums the slots instead of every entry
 -- (issue 12 §2, docs/performance.md "Wallet balances").
--- depends: 0010.dispatcher_batch
+-- depends: 0012.wakeup_settle
 
 -- A deploy never hangs behind a long transaction.
 set local lock_timeout = '5s';

@@ -1,5 +1,5 @@
--- Undo 0014: balances are sums over the entries again; the stored slots and their trigger go.
--- squawk: dropping what 0014 created is the point of this file.
+-- Undo 0013: balances are sums over the entries again; the stored slots and their trigger go.
+-- squawk: dropping what 0013 created is the point of this file.
 -- squawk-ignore-file ban-drop-function, ban-drop-table
 -- A deploy never hangs behind a long transaction.
 set local lock_timeout = '5s';
