@@ -1,10 +1,10 @@
 -- Undo 0013: metrics.zip_daily gets back accepted, acceptance_us and delivery_hist (refilled by
 -- metrics.rebuild_rollups), metrics.sla_summary, the rollup trigger, rebuild_rollups, agent_leaderboard
--- and sla_summary as 0008 defined them.
+-- and sla_summary, hist_percentiles as 0008 defined them (and no sorted_hist_percentiles).
 -- squawk: restoring 0008's table and views is the point of this file (zip_daily is derived data,
 -- refilled below; every index is on a table or view created just above, which nothing reads yet;
 -- the int columns are 0008's per-day counters).
--- squawk-ignore-file ban-drop-table, prefer-bigint-over-int, require-concurrent-index-creation
+-- squawk-ignore-file ban-drop-function, ban-drop-table, ban-drop-view, prefer-bigint-over-int, require-concurrent-index-creation
 set local lock_timeout = '5s';
 set local statement_timeout = '5min';
 
@@ -543,6 +543,65 @@ end
 $$;
 comment on function api.sla_summary(text, text, text, text) is $$SLA summary
 Over [from, to) (UTC dates, default the last 30 days), all zip codes or one zip_code or one agent_id: delivered, on time, breached, on-time rate, delivery time p50/p90/p99 (minutes), open assignments and those already past due, and the same per day.$$;
+
+create or replace function metrics.hist_percentiles(p_hists jsonb[], p_fractions float8[])
+returns float8[]
+language plpgsql
+immutable
+set search_path = ''
+as $$
+-- percentile_cont of each fraction over the values the minute histograms describe
+-- together: position f * (n - 1), linear interpolation between the values at its floor and ceil.
+-- One pass over the merged buckets. Null when the histograms hold no value. PL/pgSQL, not SQL, so
+-- its one query is planned once per session (a non-inlined SQL function is planned on every call).
+declare
+    v_m integer[];
+    v_n bigint[];
+    v_total bigint := 0::bigint;
+    v_ranks bigint[] := '{}'::bigint[];
+    v_sorted bigint[];
+    v_vals float8[] := '{}'::float8[];
+    v_out float8[] := '{}'::float8[];
+    v_cum bigint := 0::bigint;
+    v_j integer := 1;
+    v_pos float8;
+begin
+    select array_agg(b.m order by b.m), array_agg(b.n order by b.m) into v_m, v_n
+      from (select e.key::integer as m, sum(e.value::bigint)::bigint as n
+              from unnest(p_hists) h, jsonb_each_text(h) e
+             group by e.key::integer) b;
+    if v_m is null then
+        return null;
+    end if;
+    for i in 1 .. array_length(v_n, 1) loop
+        v_total := v_total + v_n[i];
+    end loop;
+    for i in 1 .. coalesce(array_length(p_fractions, 1), 0) loop
+        v_pos := (v_total - 1) * p_fractions[i];
+        v_ranks := v_ranks || floor(v_pos)::bigint || ceil(v_pos)::bigint;
+    end loop;
+    -- the value at each 0-based rank: the first bucket whose running count exceeds it. The ranks
+    -- are walked in ascending order (p50's ceil can exceed p90's floor when n is small).
+    v_sorted := array(select r from unnest(v_ranks) r order by r);
+    for i in 1 .. array_length(v_n, 1) loop
+        v_cum := v_cum + v_n[i];
+        while v_j <= array_length(v_sorted, 1) and v_sorted[v_j] < v_cum loop
+            v_vals[v_j] := v_m[i]::float8;
+            v_j := v_j + 1;
+        end loop;
+    end loop;
+    for i in 1 .. coalesce(array_length(p_fractions, 1), 0) loop
+        v_pos := (v_total - 1) * p_fractions[i];
+        v_out[i] := v_vals[array_position(v_sorted, floor(v_pos)::bigint)]
+                    + (v_pos - floor(v_pos)) * (v_vals[array_position(v_sorted, ceil(v_pos)::bigint)]
+                                                - v_vals[array_position(v_sorted, floor(v_pos)::bigint)]);
+    end loop;
+    return v_out;
+end
+$$;
+comment on function metrics.hist_percentiles(jsonb[], float8[]) is
+    'percentile_cont of each fraction over the values of minute histograms, merged (null when empty).';
+drop function metrics.sorted_hist_percentiles(integer[], bigint[], float8[]);
 
 do $existing$
 begin

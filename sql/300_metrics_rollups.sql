@@ -64,19 +64,16 @@ as $$
 $$;
 comment on function metrics.hist_add(jsonb, integer) is 'A minute histogram {minute: count} with one more value in bucket p_minute.';
 
-create function metrics.hist_percentiles(p_hists jsonb[], p_fractions float8[])
+create function metrics.sorted_hist_percentiles(p_minutes integer[], p_counts bigint[], p_fractions float8[])
 returns float8[]
 language plpgsql
 immutable
 set search_path = ''
 as $$
--- percentile_cont of each fraction over the values the minute histograms describe
--- together: position f * (n - 1), linear interpolation between the values at its floor and ceil.
--- One pass over the merged buckets. Null when the histograms hold no value. PL/pgSQL, not SQL, so
--- its one query is planned once per session (a non-inlined SQL function is planned on every call).
+-- percentile_cont of each fraction over the values a minute histogram describes, given as its
+-- buckets in ascending order (p_minutes) and their counts: position f * (n - 1), linear interpolation
+-- between the values at its floor and ceil. One pass over the buckets. Null when there is no value.
 declare
-    v_m integer[];
-    v_n bigint[];
     v_total bigint := 0::bigint;
     v_ranks bigint[] := '{}'::bigint[];
     v_sorted bigint[];
@@ -86,15 +83,11 @@ declare
     v_j integer := 1;
     v_pos float8;
 begin
-    select array_agg(b.m order by b.m), array_agg(b.n order by b.m) into v_m, v_n
-      from (select e.key::integer as m, sum(e.value::bigint)::bigint as n
-              from unnest(p_hists) h, jsonb_each_text(h) e
-             group by e.key::integer) b;
-    if v_m is null then
+    if coalesce(array_length(p_minutes, 1), 0) = 0 then
         return null;
     end if;
-    for i in 1 .. array_length(v_n, 1) loop
-        v_total := v_total + v_n[i];
+    for i in 1 .. array_length(p_counts, 1) loop
+        v_total := v_total + p_counts[i];
     end loop;
     for i in 1 .. coalesce(array_length(p_fractions, 1), 0) loop
         v_pos := (v_total - 1) * p_fractions[i];
@@ -103,10 +96,10 @@ begin
     -- the value at each 0-based rank: the first bucket whose running count exceeds it. The ranks
     -- are walked in ascending order (p50's ceil can exceed p90's floor when n is small).
     v_sorted := array(select r from unnest(v_ranks) r order by r);
-    for i in 1 .. array_length(v_n, 1) loop
-        v_cum := v_cum + v_n[i];
+    for i in 1 .. array_length(p_counts, 1) loop
+        v_cum := v_cum + p_counts[i];
         while v_j <= array_length(v_sorted, 1) and v_sorted[v_j] < v_cum loop
-            v_vals[v_j] := v_m[i]::float8;
+            v_vals[v_j] := p_minutes[i]::float8;
             v_j := v_j + 1;
         end loop;
     end loop;
@@ -117,6 +110,28 @@ begin
                                                 - v_vals[array_position(v_sorted, floor(v_pos)::bigint)]);
     end loop;
     return v_out;
+end
+$$;
+comment on function metrics.sorted_hist_percentiles(integer[], bigint[], float8[]) is
+    'percentile_cont of each fraction over a minute histogram given as ascending buckets and their counts (null when empty).';
+
+create function metrics.hist_percentiles(p_hists jsonb[], p_fractions float8[])
+returns float8[]
+language plpgsql
+immutable
+set search_path = ''
+as $$
+-- The minute histograms {minute: count} merged, then metrics.sorted_hist_percentiles. PL/pgSQL, not
+-- SQL, so its one query is planned once per session (a non-inlined SQL function is planned on every call).
+declare
+    v_m integer[];
+    v_n bigint[];
+begin
+    select array_agg(b.m order by b.m), array_agg(b.n order by b.m) into v_m, v_n
+      from (select e.key::integer as m, sum(e.value::bigint)::bigint as n
+              from unnest(p_hists) h, jsonb_each_text(h) e
+             group by e.key::integer) b;
+    return metrics.sorted_hist_percentiles(v_m, v_n, p_fractions);
 end
 $$;
 comment on function metrics.hist_percentiles(jsonb[], float8[]) is
@@ -142,6 +157,7 @@ comment on function metrics.mean_minutes(bigint, bigint) is 'Mean duration in mi
 
 grant execute on function metrics.utc_day(timestamptz), metrics.minutes(interval), metrics.micros(interval),
     metrics.hist_add(jsonb, integer), metrics.hist_percentiles(jsonb[], float8[]),
+    metrics.sorted_hist_percentiles(integer[], bigint[], float8[]),
     metrics.rate(bigint, bigint), metrics.mean_minutes(bigint, bigint)
     to admin, platform_admin, agent;
 

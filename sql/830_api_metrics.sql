@@ -476,12 +476,20 @@ begin
                and s.zip_code = v_key and s.d_from = v_from and s.d_to = v_to;
         else
             v_method := 'minute_histogram';
-            select sum(s.delivered), sum(s.on_time), sum(s.delivery_us)::bigint,
-                   metrics.hist_percentiles(array_agg(s.delivery_hist), array[0.5, 0.9, 0.99])
-              into v_delivered, v_on_time, v_us, v_p
+            select sum(s.delivered), sum(s.on_time), sum(s.delivery_us)::bigint
+              into v_delivered, v_on_time, v_us
               from metrics.sla_summary s
              where s.grain = case when v_zip is null then 'day' else 'zip_day' end
                and s.zip_code = v_key and s.d_from >= v_from and s.d_from < v_to;
+            -- the days' histograms merged: buckets summed, in ascending order
+            select metrics.sorted_hist_percentiles(array_agg(h.minute order by h.minute), array_agg(h.n order by h.minute),
+                                                   array[0.5, 0.9, 0.99])
+              into v_p
+              from (select u.minute, sum(u.n)::bigint as n
+                      from metrics.sla_summary s, unnest(s.hist_minutes, s.hist_counts) u (minute, n)
+                     where s.grain = case when v_zip is null then 'day' else 'zip_day' end
+                       and s.zip_code = v_key and s.d_from >= v_from and s.d_from < v_to
+                     group by u.minute) h;
         end if;
         if v_zip is null then
             select coalesce(sum(s.open), 0), coalesce(sum(s.open_past_due), 0) into v_open, v_past_due
