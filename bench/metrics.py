@@ -113,7 +113,9 @@ def refresh_times(url: str, runs: int) -> dict:
         out["rebuild_rollups"] = {"ms": (time.perf_counter() - t0) * 1000}
         log(f"rebuild_rollups: {out['rebuild_rollups']['ms']:.0f} ms")
         conn.execute("select metrics.refresh()")
-        conn.execute("vacuum (analyze) metrics.agent_daily, metrics.zip_daily, metrics.sla_summary, metrics.leaderboard")
+        conn.execute(
+            "vacuum (analyze) metrics.agent_daily, metrics.zip_daily, metrics.sla_summary, metrics.leaderboard"
+        )
     return out
 
 
@@ -141,7 +143,10 @@ def targets(url: str) -> dict[str, tuple[str, str]]:
         "agent_leaderboard": ("/rpc/agent_leaderboard?sort_by=on_time_rate&page=3", "admin"),
         "agent_leaderboard_zip": (f"/rpc/agent_leaderboard?zip_code={zip_code}", "admin"),
         "agent_leaderboard_week": (f"/rpc/agent_leaderboard?from={frm}&to={to}", "admin"),
-        "agent_leaderboard_week_zip": (f"/rpc/agent_leaderboard?from={frm}&to={to}&zip_code={zip_code}", "admin"),
+        "agent_leaderboard_week_zip": (
+            f"/rpc/agent_leaderboard?from={frm}&to={to}&zip_code={zip_code}",
+            "admin",
+        ),
         "geographic_coverage": ("/rpc/geographic_coverage?page=2", "admin"),
         "sla_summary": ("/rpc/sla_summary", "admin"),
         "sla_summary_week": (f"/rpc/sla_summary?from={frm}&to={to}", "admin"),
