@@ -239,7 +239,10 @@ begin
            coalesce(jsonb_object_agg(p.m::text, p.n) filter (where p.kind = 'D'), '{}'),
            coalesce(jsonb_object_agg(p.m::text, p.n) filter (where p.kind = 'A'), '{}')
       from per_minute p
-     group by p.agent_id, p.day;
+     group by p.agent_id, p.day
+     -- in day order, as the triggers write them: a period's rows share few pages (a non-standard
+     -- leaderboard period reads every agent's rows of its days)
+     order by p.day, p.agent_id;
 
     insert into metrics.zip_daily (zip_code, day, offered, delivered, on_time, failed, cancelled, delivery_us)
     with ev as (
@@ -268,7 +271,8 @@ begin
            count(*) filter (where ev.kind = 'C'),
            coalesce(sum(ev.us) filter (where ev.kind = 'D'), 0)
       from ev
-     group by ev.zip_code, ev.day;
+     group by ev.zip_code, ev.day
+     order by ev.day, ev.zip_code;  -- in day order, as the triggers write them
 end
 $$;
 comment on function metrics.rebuild_rollups() is
