@@ -264,8 +264,12 @@ begin
         perform metrics.raise_error('METRICS_INVALID_SORT_ORDER', agent_leaderboard.sort_order);
     end if;
     select p.d_from, p.d_to into v_from, v_to from metrics.parse_period(agent_leaderboard."from", agent_leaderboard."to") p;
-    select l.window_days into v_window from metrics.leaderboard l
-     where l.d_from = v_from and l.d_to = v_to limit 1;
+    -- A standard window as of the view's refresh: same length, same first day (every row of a window
+    -- shares d_from and d_to = d_from + window_days): one index probe per window, never a scan.
+    select w.window_days into v_window
+      from metrics.windows(v_to - 1) w
+     where w.d_from = v_from
+       and (select l.d_from from metrics.leaderboard l where l.window_days = w.window_days limit 1) = v_from;
     if v_window is not null then
         v_as_of := metrics.as_of('leaderboard');
         perform metrics.set_cache_control(metrics.seconds_to_refresh('leaderboard'));
