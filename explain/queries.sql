@@ -241,10 +241,14 @@ select l.agent_id, l.accepted, l.delivered, l.on_time, l.failed, l.cancelled, l.
 -- serves: agent_leaderboard?zip_code over a non-standard period: the zip code's agents' rows, summed
 -- expect: agent_daily_pkey
 -- params: select array(select d.id from core.delivery_agents d where d.serviceable_zip_codes @> array[p.zip]), current_date - 13, current_date - 6 from explain_params p where p.k = 'busiest_zip'
-select a.agent_id, sum(a.delivered), sum(a.on_time), sum(a.failed), sum(a.delivery_us)
-  from metrics.agent_daily a
- where a.agent_id = any ($1) and a.day >= $2 and a.day < $3
- group by a.agent_id;
+select z.agent_id, s.delivered, s.on_time, s.failed, s.delivery_us
+  from unnest($1::bigint[]) z (agent_id)
+ cross join lateral (
+       select sum(a.delivered) as delivered, sum(a.on_time) as on_time, sum(a.failed) as failed,
+              sum(a.delivery_us) as delivery_us
+         from metrics.agent_daily a
+        where a.agent_id = z.agent_id and a.day >= $2 and a.day < $3
+       having count(*) > 0) s;
 
 -- name: metrics_agents_live_period
 -- serves: agent_leaderboard over a non-standard period: every agent's rows of the period, summed

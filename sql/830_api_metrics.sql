@@ -345,13 +345,23 @@ begin
             'select l.agent_id, l.accepted, l.delivered, l.on_time, l.failed, l.cancelled, l.delivery_us
                from metrics.leaderboard l where l.window_days = $1'
              || case when v_zip is not null then ' and l.agent_id = any ($2)' else '' end
+        when v_zip is not null then
+            -- one primary-key range per agent of the zip code (the planner, asked for agent_id = any,
+            -- prefers the (day) index and filters every agent's rows of the period)
+            'select z.agent_id, s.accepted, s.delivered, s.on_time, s.failed, s.cancelled, s.delivery_us
+               from unnest($2) z (agent_id)
+              cross join lateral (
+                    select sum(a.accepted)::integer as accepted, sum(a.delivered)::integer as delivered,
+                           sum(a.on_time)::integer as on_time, sum(a.failed)::integer as failed,
+                           sum(a.cancelled)::integer as cancelled, sum(a.delivery_us)::bigint as delivery_us
+                      from metrics.agent_daily a
+                     where a.agent_id = z.agent_id and a.day >= $3 and a.day < $4
+                    having count(*) > 0) s'
         else
             'select a.agent_id, sum(a.accepted)::integer as accepted, sum(a.delivered)::integer as delivered,
                     sum(a.on_time)::integer as on_time, sum(a.failed)::integer as failed,
                     sum(a.cancelled)::integer as cancelled, sum(a.delivery_us)::bigint as delivery_us
-               from metrics.agent_daily a where a.day >= $3 and a.day < $4'
-             || case when v_zip is not null then ' and a.agent_id = any ($2)' else '' end
-             || ' group by a.agent_id'
+               from metrics.agent_daily a where a.day >= $3 and a.day < $4 group by a.agent_id'
         end)
       into v_total, v_items
       using v_window, v_zip_agents, v_from, v_to, v_sort, v_min, v_order, (v_page - 1)::bigint * v_limit, v_limit;
