@@ -212,13 +212,51 @@ select a.day, a.accepted, a.delivered, a.on_time, a.failed, a.cancelled, a.deliv
   from metrics.agent_daily a
  where a.agent_id = $1 and a.day >= $2 and a.day < $3;
 
--- name: metrics_zip_days
--- serves: sla_summary?zip_code: one zip code's rollup rows of a period
--- expect: zip_daily_pkey
--- params: select (select z.zip_code from metrics.zip_daily z group by 1 order by sum(z.delivered) desc limit 1), metrics.utc_day(p.t_to) - 30, metrics.utc_day(p.t_to) + 1 from explain_params p where p.k = 'last_week'
-select z.day, z.delivered, z.on_time, z.delivery_us, z.delivery_hist
-  from metrics.zip_daily z
- where z.zip_code = $1 and z.day >= $2 and z.day < $3;
+-- name: metrics_sla_zip_days
+-- serves: sla_summary?zip_code: one zip code's days of a period, precomputed in the view (exact)
+-- expect: sla_summary_grain_zip_code_d_from_key
+-- params: select p.zip, current_date - 30, current_date + 1 from explain_params p where p.k = 'busiest_zip'
+select s.d_from, s.delivered, s.on_time, s.minutes_p
+  from metrics.sla_summary s
+ where s.grain = 'zip_day' and s.zip_code = $1 and s.d_from >= $2 and s.d_from < $3;
+
+-- name: metrics_sla_zip_window
+-- serves: sla_summary?zip_code over a standard window: one row of the view
+-- expect: sla_summary_grain_zip_code_d_from_key
+-- params: select p.zip, current_date - 29, current_date + 1 from explain_params p where p.k = 'busiest_zip'
+select s.delivered, s.on_time, s.delivery_us, s.minutes_p
+  from metrics.sla_summary s
+ where s.grain = 'zip_window' and s.zip_code = $1 and s.d_from = $2 and s.d_to = $3;
+
+-- name: metrics_sla_period_histogram
+-- serves: sla_summary over a non-standard period: the days' minute buckets merged (all zip codes)
+-- expect: sla_summary_grain_zip_code_d_from_key
+-- params: select metrics.utc_day(p.t_to) - 7, metrics.utc_day(p.t_to) from explain_params p where p.k = 'last_week'
+select u.minute, sum(u.n)::bigint as n
+  from metrics.sla_summary s, unnest(s.hist_minutes, s.hist_counts) u (minute, n)
+ where s.grain = 'day' and s.zip_code = '' and s.d_from >= $1 and s.d_from < $2
+ group by u.minute;
+
+-- name: metrics_leaderboard_zip
+-- serves: agent_leaderboard?zip_code over a standard window: the view's rows of the zip code's agents
+-- expect: leaderboard_window_days_agent_id_key
+-- params: select array(select d.id from core.delivery_agents d where d.serviceable_zip_codes @> array[p.zip]) from explain_params p where p.k = 'busiest_zip'
+select l.agent_id, l.accepted, l.delivered, l.on_time, l.failed, l.cancelled, l.delivery_us
+  from metrics.leaderboard l
+ where l.window_days = 30 and l.agent_id = any ($1);
+
+-- name: metrics_agents_live_period_zip
+-- serves: agent_leaderboard?zip_code over a non-standard period: the zip code's agents' rows, summed
+-- expect: agent_daily_pkey
+-- params: select array(select d.id from core.delivery_agents d where d.serviceable_zip_codes @> array[p.zip]), current_date - 13, current_date - 6 from explain_params p where p.k = 'busiest_zip'
+select z.agent_id, s.delivered, s.on_time, s.failed, s.delivery_us
+  from unnest($1::bigint[]) z (agent_id)
+ cross join lateral (
+       select sum(a.delivered) as delivered, sum(a.on_time) as on_time, sum(a.failed) as failed,
+              sum(a.delivery_us) as delivery_us
+         from metrics.agent_daily a
+        where a.agent_id = z.agent_id and a.day >= $2 and a.day < $3
+       having count(*) > 0) s;
 
 -- name: metrics_agents_live_period
 -- serves: agent_leaderboard over a non-standard period: every agent's rows of the period, summed

@@ -3,7 +3,8 @@
 -- metrics.agent_daily (agent, UTC day) and metrics.zip_daily (zip code, UTC day) are updated by the
 -- triggers _500_metrics_rollup* on core.shipping_assignments, in the transaction of the transition:
 -- always fresh, exact, O(days) to read. One upsert per affected rollup row (agent row, then zip row:
--- always in that order, so two transitions never wait on each other's rows in opposite orders).
+-- always in that order, so two transitions never wait on each other's rows in opposite orders); a
+-- zip code's row holds only what an endpoint reads (offers, outcomes, on time, delivery-time sum).
 -- metrics.rebuild_rollups() recomputes both from the raw rows (bulk loads skip triggers).
 -- =================================================================================================
 
@@ -63,19 +64,16 @@ as $$
 $$;
 comment on function metrics.hist_add(jsonb, integer) is 'A minute histogram {minute: count} with one more value in bucket p_minute.';
 
-create function metrics.hist_percentiles(p_hists jsonb[], p_fractions float8[])
+create function metrics.sorted_hist_percentiles(p_minutes integer[], p_counts bigint[], p_fractions float8[])
 returns float8[]
 language plpgsql
 immutable
 set search_path = ''
 as $$
--- percentile_cont of each fraction over the values the minute histograms describe
--- together: position f * (n - 1), linear interpolation between the values at its floor and ceil.
--- One pass over the merged buckets. Null when the histograms hold no value. PL/pgSQL, not SQL, so
--- its one query is planned once per session (a non-inlined SQL function is planned on every call).
+-- percentile_cont of each fraction over the values a minute histogram describes, given as its
+-- buckets in ascending order (p_minutes) and their counts: position f * (n - 1), linear interpolation
+-- between the values at its floor and ceil. One pass over the buckets. Null when there is no value.
 declare
-    v_m integer[];
-    v_n bigint[];
     v_total bigint := 0::bigint;
     v_ranks bigint[] := '{}'::bigint[];
     v_sorted bigint[];
@@ -85,15 +83,11 @@ declare
     v_j integer := 1;
     v_pos float8;
 begin
-    select array_agg(b.m order by b.m), array_agg(b.n order by b.m) into v_m, v_n
-      from (select e.key::integer as m, sum(e.value::bigint)::bigint as n
-              from unnest(p_hists) h, jsonb_each_text(h) e
-             group by e.key::integer) b;
-    if v_m is null then
+    if coalesce(array_length(p_minutes, 1), 0) = 0 then
         return null;
     end if;
-    for i in 1 .. array_length(v_n, 1) loop
-        v_total := v_total + v_n[i];
+    for i in 1 .. array_length(p_counts, 1) loop
+        v_total := v_total + p_counts[i];
     end loop;
     for i in 1 .. coalesce(array_length(p_fractions, 1), 0) loop
         v_pos := (v_total - 1) * p_fractions[i];
@@ -102,10 +96,10 @@ begin
     -- the value at each 0-based rank: the first bucket whose running count exceeds it. The ranks
     -- are walked in ascending order (p50's ceil can exceed p90's floor when n is small).
     v_sorted := array(select r from unnest(v_ranks) r order by r);
-    for i in 1 .. array_length(v_n, 1) loop
-        v_cum := v_cum + v_n[i];
+    for i in 1 .. array_length(p_counts, 1) loop
+        v_cum := v_cum + p_counts[i];
         while v_j <= array_length(v_sorted, 1) and v_sorted[v_j] < v_cum loop
-            v_vals[v_j] := v_m[i]::float8;
+            v_vals[v_j] := p_minutes[i]::float8;
             v_j := v_j + 1;
         end loop;
     end loop;
@@ -116,6 +110,28 @@ begin
                                                 - v_vals[array_position(v_sorted, floor(v_pos)::bigint)]);
     end loop;
     return v_out;
+end
+$$;
+comment on function metrics.sorted_hist_percentiles(integer[], bigint[], float8[]) is
+    'percentile_cont of each fraction over a minute histogram given as ascending buckets and their counts (null when empty).';
+
+create function metrics.hist_percentiles(p_hists jsonb[], p_fractions float8[])
+returns float8[]
+language plpgsql
+immutable
+set search_path = ''
+as $$
+-- The minute histograms {minute: count} merged, then metrics.sorted_hist_percentiles. PL/pgSQL, not
+-- SQL, so its one query is planned once per session (a non-inlined SQL function is planned on every call).
+declare
+    v_m integer[];
+    v_n bigint[];
+begin
+    select array_agg(b.m order by b.m), array_agg(b.n order by b.m) into v_m, v_n
+      from (select e.key::integer as m, sum(e.value::bigint)::bigint as n
+              from unnest(p_hists) h, jsonb_each_text(h) e
+             group by e.key::integer) b;
+    return metrics.sorted_hist_percentiles(v_m, v_n, p_fractions);
 end
 $$;
 comment on function metrics.hist_percentiles(jsonb[], float8[]) is
@@ -141,6 +157,7 @@ comment on function metrics.mean_minutes(bigint, bigint) is 'Mean duration in mi
 
 grant execute on function metrics.utc_day(timestamptz), metrics.minutes(interval), metrics.micros(interval),
     metrics.hist_add(jsonb, integer), metrics.hist_percentiles(jsonb[], float8[]),
+    metrics.sorted_hist_percentiles(integer[], bigint[], float8[]),
     metrics.rate(bigint, bigint), metrics.mean_minutes(bigint, bigint)
     to admin, platform_admin, agent;
 
@@ -187,22 +204,22 @@ create table metrics.zip_daily (
     zip_code         text not null,
     day              date not null,
     offered          integer not null default 0,
-    accepted         integer not null default 0,
     delivered        integer not null default 0,
     on_time          integer not null default 0,
     failed           integer not null default 0,
     cancelled        integer not null default 0,
     delivery_us      bigint not null default 0,
-    acceptance_us    bigint not null default 0,
-    delivery_hist    jsonb not null default '{}',
     constraint zip_daily_pkey primary key (zip_code, day),
     constraint zip_daily_counts_not_negative_check
-        check (offered >= 0 and accepted >= 0 and delivered >= 0 and failed >= 0 and cancelled >= 0),
+        check (offered >= 0 and delivered >= 0 and failed >= 0 and cancelled >= 0),
     constraint zip_daily_on_time_within_delivered_check check (on_time between 0 and delivered)
 );
 alter table metrics.zip_daily enable row level security;
-comment on table metrics.zip_daily is 'Assignments of one zip code per UTC day: offers, outcomes, time sums and a delivery-time histogram (kept by triggers).';
+comment on table metrics.zip_daily is 'Assignments of one zip code per UTC day: offers, outcomes and the delivery-time sum (kept by triggers).';
 comment on column metrics.zip_daily.cancelled is 'Cancellations of the day, offers never accepted included.';
+-- No acceptance counts and no histogram per zip code: no endpoint reads them (a zip code's SLA
+-- percentiles are exact, computed at refresh into metrics.sla_summary), and each would cost every
+-- acceptance or delivery one more upsert or jsonb rewrite (docs/performance.md, trigger cost).
 -- The primary key (zip_code, day) serves one zip code's days in a period.
 create index zip_daily_day_idx on metrics.zip_daily (day);
 comment on index metrics.zip_daily_day_idx is 'Serves the coverage view and rebuilds: every zip code''s rows of a range of days.';
@@ -212,7 +229,9 @@ comment on policy staff_read on metrics.zip_daily is 'Admins read every zip code
 
 -- -------------------------------------------------------------------------------------------------
 -- The trigger: one upsert per affected row, nothing for PICKED_UP / IN_TRANSIT (the WHEN clause
--- keeps PL/pgSQL out of those). Row locks: concurrent transitions of one agent (or zip code) on the
+-- keeps PL/pgSQL out of those). An acceptance touches only the agent's row, a delivery the agent's
+-- row (with its jsonb histogram) and the zip code's counters: 3 upserts and 2 histogram rewrites per
+-- delivered assignment (docs/performance.md measures what each costs). Row locks: concurrent transitions of one agent (or zip code) on the
 -- same day queue on that rollup row until the first commits; agent row first, then zip row, always.
 -- -------------------------------------------------------------------------------------------------
 
@@ -222,7 +241,8 @@ language plpgsql
 set search_path = ''
 as $$
 -- AFTER an offer (INSERT) or a status change to ACCEPTED, DELIVERED, FAILED or CANCELLED: count the
--- event in the agent's and the zip code's row of the event's UTC day. A row inserted with a later
+-- event in the agent's and the zip code's row of the event's UTC day (an offer: the zip code's only;
+-- an acceptance: the agent's only). A row inserted with a later
 -- status (fixtures, hand-made data) carries several events: each is counted, as rebuild_rollups does.
 -- Hand-made rows may lack an event's timestamp: updated_at stands in (accepted_at: created_at as the
 -- start of a delivery), in rebuild_rollups too, so that no write ever fails here.
@@ -259,10 +279,6 @@ begin
             on conflict (agent_id, day) do update
                 set accepted = a.accepted + 1, acceptance_us = a.acceptance_us + v_us,
                     acceptance_hist = metrics.hist_add(a.acceptance_hist, v_min);
-            insert into metrics.zip_daily as z (zip_code, day, accepted, acceptance_us)
-            values (new.zip_code, v_day, 1, v_us)
-            on conflict (zip_code, day) do update
-                set accepted = z.accepted + 1, acceptance_us = z.acceptance_us + v_us;
         elsif v_event = 'DELIVERED' then
             v_day := metrics.utc_day(new.delivered_at);
             v_min := metrics.minutes(new.delivered_at - coalesce(new.accepted_at, new.created_at));
@@ -273,11 +289,10 @@ begin
             on conflict (agent_id, day) do update
                 set delivered = a.delivered + 1, on_time = a.on_time + v_on_time,
                     delivery_us = a.delivery_us + v_us, delivery_hist = metrics.hist_add(a.delivery_hist, v_min);
-            insert into metrics.zip_daily as z (zip_code, day, delivered, on_time, delivery_us, delivery_hist)
-            values (new.zip_code, v_day, 1, v_on_time, v_us, jsonb_build_object(v_min::text, 1))
+            insert into metrics.zip_daily as z (zip_code, day, delivered, on_time, delivery_us)
+            values (new.zip_code, v_day, 1, v_on_time, v_us)
             on conflict (zip_code, day) do update
-                set delivered = z.delivered + 1, on_time = z.on_time + v_on_time,
-                    delivery_us = z.delivery_us + v_us, delivery_hist = metrics.hist_add(z.delivery_hist, v_min);
+                set delivered = z.delivered + 1, on_time = z.on_time + v_on_time, delivery_us = z.delivery_us + v_us;
         elsif v_event = 'FAILED' then
             v_day := metrics.utc_day(coalesce(new.failed_at, new.updated_at));
             insert into metrics.agent_daily as a (agent_id, day, failed)
@@ -374,50 +389,40 @@ begin
            coalesce(jsonb_object_agg(p.m::text, p.n) filter (where p.kind = 'D'), '{}'),
            coalesce(jsonb_object_agg(p.m::text, p.n) filter (where p.kind = 'A'), '{}')
       from per_minute p
-     group by p.agent_id, p.day;
+     group by p.agent_id, p.day
+     -- in day order, as the triggers write them: a period's rows share few pages (a non-standard
+     -- leaderboard period reads every agent's rows of its days)
+     order by p.day, p.agent_id;
 
-    insert into metrics.zip_daily (zip_code, day, offered, accepted, delivered, on_time, failed, cancelled,
-                                   delivery_us, acceptance_us, delivery_hist)
+    insert into metrics.zip_daily (zip_code, day, offered, delivered, on_time, failed, cancelled, delivery_us)
     with ev as (
-        select a.zip_code, metrics.utc_day(a.created_at) as day, 'O' as kind, null::integer as m,
-               0::bigint as us, 0 as on_time
+        select a.zip_code, metrics.utc_day(a.created_at) as day, 'O' as kind, 0::bigint as us, 0 as on_time
           from core.shipping_assignments a
-        union all
-        select a.zip_code, metrics.utc_day(a.accepted_at), 'A', null,
-               metrics.micros(a.accepted_at - a.created_at), 0
-          from core.shipping_assignments a
-         where a.accepted_at is not null and a.agent_id is not null
         union all
         select a.zip_code, metrics.utc_day(a.delivered_at), 'D',
-               metrics.minutes(a.delivered_at - coalesce(a.accepted_at, a.created_at)),
                metrics.micros(a.delivered_at - coalesce(a.accepted_at, a.created_at)),
                (a.delivered_at <= a.sla_due_at)::integer
           from core.shipping_assignments a
          where a.status = 'DELIVERED'
         union all
-        select a.zip_code, metrics.utc_day(coalesce(a.failed_at, a.updated_at)), 'F', null, 0, 0
+        select a.zip_code, metrics.utc_day(coalesce(a.failed_at, a.updated_at)), 'F', 0, 0
           from core.shipping_assignments a
          where a.status = 'FAILED'
         union all
-        select a.zip_code, metrics.utc_day(coalesce(a.cancelled_at, a.updated_at)), 'C', null, 0, 0
+        select a.zip_code, metrics.utc_day(coalesce(a.cancelled_at, a.updated_at)), 'C', 0, 0
           from core.shipping_assignments a
          where a.status = 'CANCELLED'
-    ), per_minute as (
-        select ev.zip_code, ev.day, ev.kind, ev.m, count(*) as n, sum(ev.us) as us, sum(ev.on_time) as on_time
-          from ev group by ev.zip_code, ev.day, ev.kind, ev.m
     )
-    select p.zip_code, p.day,
-           coalesce(sum(p.n) filter (where p.kind = 'O'), 0),
-           coalesce(sum(p.n) filter (where p.kind = 'A'), 0),
-           coalesce(sum(p.n) filter (where p.kind = 'D'), 0),
-           coalesce(sum(p.on_time) filter (where p.kind = 'D'), 0),
-           coalesce(sum(p.n) filter (where p.kind = 'F'), 0),
-           coalesce(sum(p.n) filter (where p.kind = 'C'), 0),
-           coalesce(sum(p.us) filter (where p.kind = 'D'), 0),
-           coalesce(sum(p.us) filter (where p.kind = 'A'), 0),
-           coalesce(jsonb_object_agg(p.m::text, p.n) filter (where p.kind = 'D'), '{}')
-      from per_minute p
-     group by p.zip_code, p.day;
+    select ev.zip_code, ev.day,
+           count(*) filter (where ev.kind = 'O'),
+           count(*) filter (where ev.kind = 'D'),
+           coalesce(sum(ev.on_time) filter (where ev.kind = 'D'), 0),
+           count(*) filter (where ev.kind = 'F'),
+           count(*) filter (where ev.kind = 'C'),
+           coalesce(sum(ev.us) filter (where ev.kind = 'D'), 0)
+      from ev
+     group by ev.zip_code, ev.day
+     order by ev.day, ev.zip_code;  -- in day order, as the triggers write them
 end
 $$;
 comment on function metrics.rebuild_rollups() is

@@ -264,8 +264,12 @@ begin
         perform metrics.raise_error('METRICS_INVALID_SORT_ORDER', agent_leaderboard.sort_order);
     end if;
     select p.d_from, p.d_to into v_from, v_to from metrics.parse_period(agent_leaderboard."from", agent_leaderboard."to") p;
-    select l.window_days into v_window from metrics.leaderboard l
-     where l.d_from = v_from and l.d_to = v_to limit 1;
+    -- A standard window as of the view's refresh: same length, same first day (every row of a window
+    -- shares d_from and d_to = d_from + window_days): one index probe per window, never a scan.
+    select w.window_days into v_window
+      from metrics.windows(v_to - 1) w
+     where w.d_from = v_from
+       and (select l.d_from from metrics.leaderboard l where l.window_days = w.window_days limit 1) = v_from;
     if v_window is not null then
         v_as_of := metrics.as_of('leaderboard');
         perform metrics.set_cache_control(metrics.seconds_to_refresh('leaderboard'));
@@ -302,41 +306,32 @@ begin
         -- Agents serving the zip code (GIN on serviceable_zip_codes): a small set to rank among.
         v_zip_agents := array(select d.id from core.delivery_agents d where d.serviceable_zip_codes @> array[v_zip]);
     end if;
-    with src as (
-        select l.agent_id, l.accepted, l.delivered, l.on_time, l.failed, l.cancelled, l.delivery_us
-          from metrics.leaderboard l
-         where v_window is not null and l.window_days = v_window
-        union all
-        select a.agent_id, sum(a.accepted)::integer, sum(a.delivered)::integer, sum(a.on_time)::integer,
-               sum(a.failed)::integer, sum(a.cancelled)::integer, sum(a.delivery_us)::bigint
-          from metrics.agent_daily a
-         where v_window is null and a.day >= v_from and a.day < v_to
-         group by a.agent_id
-    ), scored as (
-        select s.*,
-               case v_sort when 'deliveries' then s.delivered::numeric
+    -- EXECUTE: each shape gets its own statement, planned with its values, so the zip-code filter is
+    -- an index condition (the view's (window_days, agent_id) key, or agent_daily's (agent_id, day))
+    -- instead of a filter over every agent of the period behind a generic plan's OR.
+    execute format(
+        $q$with src as (%s
+        ), scored as (
+            select s.*,
+                   case $5 when 'deliveries' then s.delivered::numeric
                            when 'success_rate' then s.delivered::numeric / nullif(s.delivered + s.failed, 0)
                            when 'on_time_rate' then s.on_time::numeric / nullif(s.delivered, 0)
                            else s.delivery_us::numeric / nullif(s.delivered, 0) end as v
-          from src s
-         where (v_zip is null or s.agent_id = any (v_zip_agents))
-           and case v_sort when 'deliveries' then true
-                           when 'success_rate' then s.delivered + s.failed >= v_min
-                           else s.delivered >= v_min end
-    ), ranked as (
-        select r.*, rank() over (order by case when v_order = 'desc' then -r.v else r.v end) as rnk,
-               count(*) over () as total
-          from scored r
-    ), page as (
-        select r.* from ranked r
-         order by r.rnk, r.agent_id
-         offset (v_page - 1)::bigint * v_limit limit v_limit
-    )
-    select json_build_object(
-               'asOf', v_as_of, 'from', v_from, 'to', v_to, 'zipCode', v_zip, 'sortBy', v_sort,
-               'sortOrder', v_order, 'minDeliveries', v_min, 'page', v_page, 'limit', v_limit,
-               'total', coalesce((select max(r.total) from ranked r), 0),
-               'items', coalesce((
+              from src s
+             where case $5 when 'deliveries' then true
+                           when 'success_rate' then s.delivered + s.failed >= $6
+                           else s.delivered >= $6 end
+        ), ranked as (
+            select r.*, rank() over (order by case when $7 = 'desc' then -r.v else r.v end) as rnk,
+                   count(*) over () as total
+              from scored r
+        ), page as (
+            select r.* from ranked r
+             order by r.rnk, r.agent_id
+             offset $8 limit $9
+        )
+        select coalesce((select max(r.total) from ranked r), 0),
+               coalesce((
                    select json_agg(json_build_object(
                               'rank', p.rnk, 'agentId', p.agent_id, 'name', d.name,
                               'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
@@ -345,8 +340,35 @@ begin
                               'onTimeRate', metrics.rate(p.on_time, p.delivered),
                               'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
                           order by p.rnk, p.agent_id)
-                     from page p left join core.delivery_agents d on d.id = p.agent_id), '[]'))
-      into v_result;
+                     from page p left join core.delivery_agents d on d.id = p.agent_id), '[]')$q$,
+        case when v_window is not null then
+            'select l.agent_id, l.accepted, l.delivered, l.on_time, l.failed, l.cancelled, l.delivery_us
+               from metrics.leaderboard l where l.window_days = $1'
+             || case when v_zip is not null then ' and l.agent_id = any ($2)' else '' end
+        when v_zip is not null then
+            -- one primary-key range per agent of the zip code (the planner, asked for agent_id = any,
+            -- prefers the (day) index and filters every agent's rows of the period)
+            'select z.agent_id, s.accepted, s.delivered, s.on_time, s.failed, s.cancelled, s.delivery_us
+               from unnest($2) z (agent_id)
+              cross join lateral (
+                    select sum(a.accepted)::integer as accepted, sum(a.delivered)::integer as delivered,
+                           sum(a.on_time)::integer as on_time, sum(a.failed)::integer as failed,
+                           sum(a.cancelled)::integer as cancelled, sum(a.delivery_us)::bigint as delivery_us
+                      from metrics.agent_daily a
+                     where a.agent_id = z.agent_id and a.day >= $3 and a.day < $4
+                    having count(*) > 0) s'
+        else
+            'select a.agent_id, sum(a.accepted)::integer as accepted, sum(a.delivered)::integer as delivered,
+                    sum(a.on_time)::integer as on_time, sum(a.failed)::integer as failed,
+                    sum(a.cancelled)::integer as cancelled, sum(a.delivery_us)::bigint as delivery_us
+               from metrics.agent_daily a where a.day >= $3 and a.day < $4 group by a.agent_id'
+        end)
+      into v_total, v_items
+      using v_window, v_zip_agents, v_from, v_to, v_sort, v_min, v_order, (v_page - 1)::bigint * v_limit, v_limit;
+    v_result := json_build_object(
+        'asOf', v_as_of, 'from', v_from, 'to', v_to, 'zipCode', v_zip, 'sortBy', v_sort,
+        'sortOrder', v_order, 'minDeliveries', v_min, 'page', v_page, 'limit', v_limit,
+        'total', v_total, 'items', v_items);
     return v_result;
 end
 $$;
@@ -426,8 +448,9 @@ language plpgsql
 stable
 set search_path = ''
 as $$
--- All zip codes: metrics.sla_summary (exact per day; exact for a standard window). One zip code:
--- metrics.zip_daily; one agent: metrics.agent_daily (percentiles from minute histograms).
+-- All zip codes or one zip code: metrics.sla_summary (exact per day and for a standard window; a
+-- non-standard period merges its days' minute histograms). One agent: metrics.agent_daily, live
+-- (percentiles from minute histograms).
 declare
     v_zip text := metrics.parse_zip(sla_summary.zip_code);
     v_agent bigint;
@@ -443,6 +466,7 @@ declare
     v_open bigint;
     v_past_due bigint;
     v_now timestamptz := now();
+    v_key text;
 begin
     if sla_summary.agent_id is not null then
         if v_zip is not null then
@@ -452,39 +476,47 @@ begin
     end if;
     select p.d_from, p.d_to into v_from, v_to from metrics.parse_period(sla_summary."from", sla_summary."to") p;
 
-    if v_agent is null and v_zip is null then
+    if v_agent is null then
+        -- All zip codes (zip_code '') or one: precomputed rows of metrics.sla_summary, as of its refresh.
         v_as_of := metrics.as_of('sla_summary');
-        select s.delivered::bigint, s.on_time::bigint, s.delivery_us, s.minutes_p into v_delivered, v_on_time, v_us, v_p
-          from metrics.sla_summary s where s.grain = 'window' and s.d_from = v_from and s.d_to = v_to;
-        v_method := case when found then 'exact' else 'minute_histogram' end;
-        select coalesce(sum(s.open), 0), coalesce(sum(s.open_past_due), 0) into v_open, v_past_due
-          from metrics.sla_summary s where s.grain = 'open';
-        if v_method = 'minute_histogram' then
-            select coalesce(sum(s.delivered), 0) as delivered, coalesce(sum(s.on_time), 0) as on_time,
-                   coalesce(sum(s.delivery_us), 0)::bigint as delivery_us,
-                   metrics.hist_percentiles(array_agg(s.delivery_hist), array[0.5, 0.9, 0.99]) 
-              into v_delivered, v_on_time, v_us, v_p
-              from metrics.sla_summary s where s.grain = 'day' and s.d_from >= v_from and s.d_from < v_to;
+        v_key := coalesce(v_zip, '');
+        -- a standard window as of the refresh: its all-zip row exists (possibly with 0 deliveries)
+        if exists (select 1 from metrics.sla_summary s
+                    where s.grain = 'window' and s.zip_code = '' and s.d_from = v_from and s.d_to = v_to) then
+            v_method := 'exact';
+            select s.delivered::bigint, s.on_time::bigint, s.delivery_us, s.minutes_p into v_delivered, v_on_time, v_us, v_p
+              from metrics.sla_summary s
+             where s.grain = case when v_zip is null then 'window' else 'zip_window' end
+               and s.zip_code = v_key and s.d_from = v_from and s.d_to = v_to;
+        else
+            v_method := 'minute_histogram';
+            select sum(s.delivered), sum(s.on_time), sum(s.delivery_us)::bigint
+              into v_delivered, v_on_time, v_us
+              from metrics.sla_summary s
+             where s.grain = case when v_zip is null then 'day' else 'zip_day' end
+               and s.zip_code = v_key and s.d_from >= v_from and s.d_from < v_to;
+            -- the days' histograms merged: buckets summed, in ascending order
+            select metrics.sorted_hist_percentiles(array_agg(h.minute order by h.minute), array_agg(h.n order by h.minute),
+                                                   array[0.5, 0.9, 0.99])
+              into v_p
+              from (select u.minute, sum(u.n)::bigint as n
+                      from metrics.sla_summary s, unnest(s.hist_minutes, s.hist_counts) u (minute, n)
+                     where s.grain = case when v_zip is null then 'day' else 'zip_day' end
+                       and s.zip_code = v_key and s.d_from >= v_from and s.d_from < v_to
+                     group by u.minute) h;
+        end if;
+        if v_zip is null then
+            select coalesce(sum(s.open), 0), coalesce(sum(s.open_past_due), 0) into v_open, v_past_due
+              from metrics.sla_summary s where s.grain = 'open';
+        else
+            select coalesce(sum(s.open), 0), coalesce(sum(s.open_past_due), 0) into v_open, v_past_due
+              from metrics.sla_summary s where s.grain = 'open' and s.zip_code = v_zip;
         end if;
         select json_agg(metrics.sla_day(g.day::date, s.delivered, s.on_time, s.minutes_p) order by g.day) into v_days
           from generate_series(v_from, v_to - 1, interval '1 day') g (day)
-          left join metrics.sla_summary s on s.grain = 'day' and s.zip_code = '' and s.d_from = g.day::date;
-        perform metrics.set_cache_control(metrics.seconds_to_refresh('sla_summary'));
-    elsif v_zip is not null then
-        v_as_of := metrics.as_of('sla_summary');  -- open / past due come from the view
-        v_method := 'minute_histogram';
-        select coalesce(sum(z.delivered), 0) as delivered, coalesce(sum(z.on_time), 0) as on_time,
-               coalesce(sum(z.delivery_us), 0)::bigint as delivery_us,
-               metrics.hist_percentiles(array_agg(z.delivery_hist), array[0.5, 0.9, 0.99]) 
-          into v_delivered, v_on_time, v_us, v_p
-          from metrics.zip_daily z where z.zip_code = v_zip and z.day >= v_from and z.day < v_to;
-        select coalesce(sum(s.open), 0), coalesce(sum(s.open_past_due), 0) into v_open, v_past_due
-          from metrics.sla_summary s where s.grain = 'open' and s.zip_code = v_zip;
-        select json_agg(metrics.sla_day(g.day::date, z.delivered, z.on_time,
-                                        metrics.hist_percentiles(array[z.delivery_hist], array[0.5, 0.9, 0.99])) order by g.day)
-          into v_days
-          from generate_series(v_from, v_to - 1, interval '1 day') g (day)
-          left join metrics.zip_daily z on z.zip_code = v_zip and z.day = g.day::date;
+          left join metrics.sla_summary s
+            on s.grain = case when v_zip is null then 'day' else 'zip_day' end
+           and s.zip_code = v_key and s.d_from = g.day::date;
         perform metrics.set_cache_control(metrics.seconds_to_refresh('sla_summary'));
     else
         v_as_of := v_now;
@@ -506,12 +538,13 @@ begin
     end if;
     return json_build_object(
         'asOf', v_as_of, 'from', v_from, 'to', v_to, 'zipCode', v_zip, 'agentId', v_agent,
-        'delivered', v_delivered, 'onTime', v_on_time, 'breached', v_delivered - v_on_time,
+        'delivered', coalesce(v_delivered, 0), 'onTime', coalesce(v_on_time, 0),
+        'breached', coalesce(v_delivered - v_on_time, 0),
         'onTimeRate', metrics.rate(v_on_time, v_delivered),
         'deliveryMinutes', json_build_object('mean', metrics.mean_minutes(v_us, v_delivered),
                                              'p50', round(v_p[1]::numeric, 2), 'p90', round(v_p[2]::numeric, 2),
                                              'p99', round(v_p[3]::numeric, 2)),
-        'percentiles', v_method, 'dailyPercentiles', case when v_agent is null and v_zip is null then 'exact' else 'minute_histogram' end,
+        'percentiles', v_method, 'dailyPercentiles', case when v_agent is null then 'exact' else 'minute_histogram' end,
         'open', v_open, 'openPastDue', v_past_due,
         'daily', coalesce(v_days, '[]'));
 end

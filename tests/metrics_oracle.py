@@ -85,14 +85,14 @@ def rollups(raw: list[dict]) -> tuple[dict, dict]:
     for r in raw:
         for kind, when in events(r):
             a = agent[(r["agent_id"], day(when))] if r["agent_id"] is not None and kind != "OFFERED" else None
-            z = zips[(r["zip_code"], day(when))]
+            # an acceptance is counted for the agent only (no endpoint reads it per zip code)
+            z = zips[(r["zip_code"], day(when))] if kind != "ACCEPTED" else None
             if kind == "OFFERED":
                 z["offered"] += 1
             elif kind == "ACCEPTED":
                 took = r["accepted_at"] - r["created_at"]
-                for t in (a, z):
-                    t["accepted"] += 1
-                    t["acceptance_us"] += micros(took)
+                a["accepted"] += 1
+                a["acceptance_us"] += micros(took)
                 hist = a.setdefault("acceptance_hist", defaultdict(int))
                 hist[str(minutes(took))] += 1
             elif kind == "DELIVERED":
@@ -101,8 +101,8 @@ def rollups(raw: list[dict]) -> tuple[dict, dict]:
                     t["delivered"] += 1
                     t["on_time"] += int(r["delivered_at"] <= r["sla_due_at"])
                     t["delivery_us"] += micros(took)
-                    hist = t.setdefault("delivery_hist", defaultdict(int))
-                    hist[str(minutes(took))] += 1
+                hist = a.setdefault("delivery_hist", defaultdict(int))
+                hist[str(minutes(took))] += 1
             elif kind == "FAILED":
                 a["failed"] += 1
                 z["failed"] += 1
