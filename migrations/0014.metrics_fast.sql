@@ -4,7 +4,7 @@
 -- acceptance no longer touches the zip code's row, a delivery no longer rewrites a zip-code
 -- histogram: zip_daily loses accepted, acceptance_us and delivery_hist, which no endpoint read).
 -- docs/performance.md "Agent metrics at 1,000,000 assignments" measures each.
--- depends: 0014.wallet_balances
+-- depends: 0013.wallet_balances
 -- Same text as sql/300_metrics_rollups.sql, sql/310_metrics_views.sql and sql/830_api_metrics.sql
 -- (tests/test_migrations.py proves both build the same schema).
 -- squawk: the three zip_daily columns are derived data no reader uses (every reader is replaced in
