@@ -10,8 +10,9 @@ Every fault runs with lifecycle traffic (locust, 2 users) and the 1 s sampler be
                       dead tuples and table sizes before, at the end, and after a VACUUM
     pool_exhausted    30 requests blocked on a row lock (> the gateway's 10 connections) for 12 s
 
-Recovery = from the end of the fault (the restart, the release) until the API answers health_db
-and a webhook event committed after that moment arrived at the receiver. Nobody restarts anything by
+Recovery = from the end of the fault (the restart, the release) until the API answers health_db,
+a webhook event committed after that moment arrived at the receiver, and every delivery created
+before it (the ones the fault held back, waiting for their retry) was delivered. Nobody restarts anything by
 hand: the gateway's pool and the dispatcher reconnect by themselves (the dispatcher's restart after
 kill -9 is the supervisor's job, as in production).
 """
@@ -56,6 +57,23 @@ def probe_recovery(stack: LoadStack, since: float, timeout: float = 180) -> floa
         except (httpx.HTTPError, psycopg.Error):
             pass
         time.sleep(0.2)
+    return None
+
+
+def old_backlog_cleared(stack: LoadStack, since: float, timeout: float = 240) -> float | None:
+    """Seconds from `since` until no delivery created before it is still PENDING or SENDING (what
+    the fault held back has been delivered, retries included)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with stack.connect(connect_timeout=2) as conn:
+                n = conn.execute("""select count(*) from webhooks.deliveries where status in ('PENDING', 'SENDING')
+                                    and created_at <= to_timestamp(%s)""", [since]).fetchone()[0]  # fmt: skip
+            if n == 0:
+                return round(time.time() - since, 2)
+        except psycopg.Error:
+            pass
+        time.sleep(0.25)
     return None
 
 
@@ -104,11 +122,18 @@ def _idle_in_tx(stack: LoadStack, c: int) -> dict[str, Any]:
     during = table_stats(stack)
     conn.execute("rollback")
     conn.close()
+    released = time.time()
     with stack.connect() as c2:
         for t in TABLES:
             c2.execute(f"vacuum {t}")
     after = table_stats(stack)
-    return {"idle_s": 600 / c, "tables_before": before, "tables_at_end": during, "tables_after_vacuum": after}
+    return {
+        "idle_s": 600 / c,
+        "tables_before": before,
+        "tables_at_end": during,
+        "tables_after_vacuum": after,
+        "_end": released,
+    }
 
 
 def _pool_exhausted(stack: LoadStack, c: int) -> dict[str, Any]:
@@ -137,9 +162,10 @@ def _pool_exhausted(stack: LoadStack, c: int) -> dict[str, Any]:
         time.sleep(12)
         holder.execute("rollback")
         holder.close()
+        released = time.time()
         for f in futures:
             f.result()
-    return {"blocked_requests": codes}
+    return {"blocked_requests": codes, "_end": released}
 
 
 FAULTS = {
@@ -166,15 +192,17 @@ def one(stack: LoadStack, name: str, out: Path, compress: int, lead: float = 5) 
     time.sleep(lead)
     t_fault = time.time() - sampler.t0
     detail = FAULTS[name](stack, compress)
-    t_end = time.time()
-    recovery = probe_recovery(stack, t_end)
+    t_end = detail.pop("_end", time.time())  # when the fault itself ended (the release), not our cleanup
+    serving = probe_recovery(stack, t_end)
+    cleared = old_backlog_cleared(stack, t_end)
+    recovery = None if serving is None or cleared is None else max(serving, cleared)
     t.join(timeout=seconds + 150)
     emitter.stop()
     drain = measure.wait_drained(stack, 180)
     rows = sampler.stop()
     r: dict[str, Any] = {
         "name": name, "t0": sampler.t0, "fault_at_s": round(t_fault, 1), "fault_end_s": round(t_end - sampler.t0, 1),
-        "recovery_s": recovery, "drain_s": drain, "detail": detail, "locust": box.get("locust", {}),
+        "recovery_s": recovery, "serving_again_s": serving, "held_back_delivered_s": cleared, "drain_s": drain, "detail": detail, "locust": box.get("locust", {}),
         "sample_rows": rows, "samples": measure.summarise_samples(rows),
         "webhooks": measure.webhook_account(stack, since), "lock_timeouts": measure.lock_timeouts(stack, offset),
     }  # fmt: skip

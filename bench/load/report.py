@@ -62,28 +62,67 @@ def knee_tables(k: dict[str, Any]) -> str:
         a, s = _agg(r), r["samples"]
         rows.append([f"×{r['multiple']}", _f(r["orders_per_hour"]), _f(r["achieved_orders_per_hour"]), _f(a.get("p50")),
                      _f(a.get("p95")), _f(r["verdict"]["worst_endpoint_p95_ms"]), _errors(r), _f(s["mean_cpu_pct"], 0),
-                     _f(s["max_active"]), _f(s["max_waiting_locks"]), _f(r["lock_timeouts"]), "ok" if r["ok"] else "**knee**"])  # fmt: skip
+                     _f(s["max_active"]), _f(s["max_waiting_locks"]), _f(r["lock_timeouts"]), _f(s.get("mean_gateway_cpu_pct"), 0),
+                     _f(s.get("mean_postgres_cpu_pct"), 0), _f(s.get("mean_wal_bytes_s")), _waits(s), r.get("saturation", "-"),
+                     "ok" if r["ok"] else "**knee**"])  # fmt: skip
     t1 = md(["× 200/h", "target orders/h", "achieved orders/h", "P50 ms", "P95 ms", "worst endpoint P95", "errors",
-             "machine CPU %", "max active backends", "max waiting locks", "lock timeouts", ""], rows)  # fmt: skip
+             "machine CPU %", "max active backends", "max waiting locks", "lock timeouts", "gateway CPU % of 1 core",
+             "PostgreSQL CPU % of 1 core", "WAL B/s", "top waits (samples)", "at its limit", ""], rows)  # fmt: skip
     rows = []
     for r in k.get("webhooks", []):
         w = r["webhooks"]
         rows.append([_f(r["emit_per_min"]), _f(r.get("emitted")), _f(r["samples"]["max_backlog"]), _f(r.get("end_backlog")),
                      _f(r["drain_s"], 1), _f(w["latency_p50_ms"]), _f(w["latency_p95_ms"]), _f(w["lost"]), _f(w["duplicates"]),
-                     _f(r["samples"]["mean_cpu_pct"], 0), "ok" if r["ok"] else "**knee**"])  # fmt: skip
+                     _f(r["samples"]["mean_cpu_pct"], 0), r.get("saturation", "-"), "ok" if r["ok"] else "**knee**"])  # fmt: skip
     t2 = md(["events/min", "emitted", "max backlog", "backlog at end", "drain s", "commit→POST P50 ms", "P95 ms", "lost",
-             "dup", "machine CPU %", ""], rows)  # fmt: skip
+             "dup", "machine CPU %", "at its limit", ""], rows)  # fmt: skip
     return t1 + "\n\n" + t2
+
+
+def _waits(s: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {n}" for k, n in (s.get("waits") or {}).items()) or "-"
+
+
+def knee_summary(k: dict[str, Any]) -> str:
+    lines = []
+    for kind, unit, key in (
+        ("orders", "× 200 orders/h", "multiple"),
+        ("webhooks", "events/min", "emit_per_min"),
+    ):
+        steps = k.get(kind, [])
+        ok = [r for r in steps if r["ok"]]
+        bad = [r for r in steps if not r["ok"]]
+        best = (
+            f"{ok[-1][key]:,} {unit}"
+            if ok
+            else f"below the first step ({steps[0][key]:,} {unit})"
+            if steps
+            else "-"
+        )
+        if kind == "orders" and ok:
+            best += f" ({ok[-1]['achieved_orders_per_hour']:,} orders/h achieved)"
+        if bad:
+            r = bad[0]
+            why = (f"worst endpoint P95 {r['verdict']['worst_endpoint_p95_ms']:.0f} ms, errors {_errors(r)}" if kind == "orders"
+                   else f"max backlog {r['samples']['max_backlog']}")  # fmt: skip
+            tail = (
+                f"; the next step ({r[key]:,} {unit}) failed: {why}; at its limit: {r.get('saturation', '-')}"
+            )
+        else:
+            tail = f"; no step failed (the ramp's top): at its limit there: {steps[-1].get('saturation', '-') if steps else '-'}"
+        lines.append(f"- **{kind}**: sustainable {best}{tail}.")
+    return "\n".join(lines)
 
 
 def fault_table(faults: list[dict[str, Any]]) -> str:
     rows = []
     for r in faults:
         w = r["webhooks"]
-        rows.append([r["name"], _f(r["fault_end_s"] - r["fault_at_s"], 1), _f(r["recovery_s"], 1), _f(r["drain_s"], 1),
+        rows.append([r["name"], _f(r["fault_end_s"] - r["fault_at_s"], 1), _f(r["recovery_s"], 1), _f(r.get("serving_again_s"), 1),
+                     _f(r.get("held_back_delivered_s"), 1),
                      _f(w["deliveries"]), _f(w["lost"]), _f(w["duplicates"]), _f(w["latency_max_ms"]), _errors(r),
                      _f(r["lock_timeouts"]), _f(r["samples"]["max_backlog"])])  # fmt: skip
-    return md(["fault", "fault lasted s", "recovered in s", "backlog drained in s", "deliveries", "lost", "duplicates",
+    return md(["fault", "fault lasted s", "recovered in s", "serving again s", "held-back deliveries delivered s", "deliveries", "lost", "duplicates",
                "max commit→POST ms", "client errors (status code: n)", "lock timeouts", "max backlog"], rows)  # fmt: skip
 
 
@@ -208,7 +247,7 @@ def write(results: dict[str, Any], out: Path) -> Path:
         plot_runs(
             results["knee"]["orders"] + results["knee"]["webhooks"], out / "knee_runs.png", "Knee steps"
         )
-        parts += ["## The knee", "", knee_tables(results["knee"]), "", "![knee](knee.png)", "",
+        parts += ["## The knee", "", knee_summary(results["knee"]), "", knee_tables(results["knee"]), "", "![knee](knee.png)", "",
                   "![knee steps](knee_runs.png)", ""]  # fmt: skip
     if results.get("faults"):
         plot_runs(

@@ -156,6 +156,28 @@ def suite(stack: LoadStack, out: Path, scale: float = 1.0) -> list[dict[str, Any
     ]
 
 
+def saturation(samples: dict[str, Any], pool_size: int = 10) -> str:
+    """What looked saturated in a step, from the 1 s samples: the machine's CPU, the front (one
+    Python process: at most one core), the pool (all its connections active), locks or WAL (the
+    active backends' wait events)."""
+    found = []
+    if (samples.get("mean_cpu_pct") or 0) >= 90:
+        found.append(f"CPU (machine {samples['mean_cpu_pct']:.0f} % busy)")
+    if (samples.get("mean_gateway_cpu_pct") or 0) >= 80:
+        found.append(f"the front (gateway {samples['mean_gateway_cpu_pct']:.0f} % of its one core)")
+    if (samples.get("max_active") or 0) >= pool_size:
+        found.append(f"pool ({samples['max_active']} active of {pool_size})")
+    waits = samples.get("waits") or {}
+    total = sum(waits.values()) or 1
+    locks = sum(n for k, n in waits.items() if k.startswith("Lock:"))
+    wal = sum(n for k, n in waits.items() if "WAL" in k)
+    if locks / total >= 0.2:
+        found.append(f"locks ({100 * locks / total:.0f} % of active samples)")
+    if wal / total >= 0.2:
+        found.append(f"WAL ({100 * wal / total:.0f} % of active samples)")
+    return ", ".join(found) or "nothing at its limit"
+
+
 def knee(stack: LoadStack, out: Path, step_s: float = 30) -> dict[str, Any]:
     """§2: order rate x 200/h stepped up until a step fails P95 < 500 ms or has errors; then the same
     for webhook events/min (sustainable = the backlog stays under 100 and drains)."""
@@ -169,6 +191,7 @@ def knee(stack: LoadStack, out: Path, step_s: float = 30) -> dict[str, Any]:
         r["multiple"] = mult
         r["achieved_orders_per_hour"] = round(lifecycles * 3600 / step_s)
         r["ok"] = r["verdict"]["worst_endpoint_p95_ms"] < TARGET_P95_MS and not r["locust"]["failures"]
+        r["saturation"] = saturation(r["samples"])
         orders.append(r)
         if not r["ok"]:
             break
@@ -181,6 +204,7 @@ def knee(stack: LoadStack, out: Path, step_s: float = 30) -> dict[str, Any]:
         ]
         r["end_backlog"] = max([b for b in last if b is not None], default=None)
         r["ok"] = (r["samples"]["max_backlog"] or 0) < TARGET_BACKLOG and r["webhooks"]["lost"] == 0
+        r["saturation"] = saturation(r["samples"])
         hooks.append(r)
         if not r["ok"]:
             break
