@@ -103,7 +103,7 @@ def knee_summary(k: dict[str, Any]) -> str:
             best += f" ({ok[-1]['achieved_orders_per_hour']:,} orders/h achieved)"
         if bad:
             r = bad[0]
-            why = (f"worst endpoint P95 {r['verdict']['worst_endpoint_p95_ms']:.0f} ms, errors {_errors(r)}" if kind == "orders"
+            why = (f"P95 {_agg(r).get('p95')} ms (worst endpoint {r['verdict']['worst_endpoint_p95_ms']:.0f}), errors {_errors(r)}" if kind == "orders"
                    else f"max backlog {r['samples']['max_backlog']}")  # fmt: skip
             tail = (
                 f"; the next step ({r[key]:,} {unit}) failed: {why}; at its limit: {r.get('saturation', '-')}"
@@ -218,7 +218,7 @@ def plot_knee(k: dict[str, Any], path: Path) -> None:
     )
     b.axhline(100, color="red", ls="--")
     b.set_xscale("log")
-    b.set_yscale("symlog")
+    b.set_yscale("log")
     b.set_xlabel("webhook events/min")
     b.legend()
     fig.tight_layout()
