@@ -42,7 +42,7 @@ def headline(results: dict[str, Any]) -> str:
     for r in results.get("suite", []):
         a, v, w = _agg(r), r["verdict"], r["webhooks"]
         c = v["checks"]
-        rows.append([r["name"], _f(r["orders_per_hour"]), _f(a.get("requests")), _f(a.get("p50")), _f(a.get("p95")),
+        rows.append([r["name"], _f(r["orders_per_hour"] or None), _f(a.get("requests")), _f(a.get("p50")), _f(a.get("p95")),
                      _f(a.get("p99")), _f(v["worst_endpoint_p95_ms"]), _errors(r), _f(r["samples"]["max_connections_used"]),
                      _f(r["lock_timeouts"]), _f(r["samples"]["max_backlog"]), _f(w["latency_p95_ms"]), _f(w["lost"]),
                      _f(w["duplicates"]), _ok(c["p95_below_500ms"]), _ok(c["no_pool_exhaustion"]),
@@ -112,6 +112,16 @@ def knee_summary(k: dict[str, Any]) -> str:
             tail = f"; no step failed (the ramp's top): at its limit there: {steps[-1].get('saturation', '-') if steps else '-'}"
         lines.append(f"- **{kind}**: sustainable {best}{tail}.")
     return "\n".join(lines)
+
+
+def idle_table(d: dict[str, Any]) -> str:
+    rows = []
+    for t in sorted(d["tables_before"]):
+        b, e, a = (d[k].get(t, {}) for k in ("tables_before", "tables_at_end", "tables_after_vacuum"))
+        rows.append([f"`{t}`", _f(b.get("dead")), _f(e.get("dead")), _f(a.get("dead")), _f(b.get("bytes")),
+                     _f(e.get("bytes")), _f(a.get("bytes"))])  # fmt: skip
+    return md(["table", "dead tuples before", "at the end (session still open)", "after VACUUM", "bytes before",
+               "bytes at the end", "bytes after VACUUM"], rows)  # fmt: skip
 
 
 def fault_table(faults: list[dict[str, Any]]) -> str:
@@ -255,9 +265,13 @@ def write(results: dict[str, Any], out: Path) -> Path:
         )
         parts += ["## Faults", "", fault_table(results["faults"]), "", "![faults](faults.png)", ""]
         for r in results["faults"]:
-            if r["detail"]:
-                parts += [f"- `{r['name']}`: {r['detail']}"]
+            d = {k: v for k, v in r["detail"].items() if not k.startswith("tables_")}
+            if d:
+                parts += [f"- `{r['name']}`: {d}"]
         parts += [""]
+        idle = next((r["detail"] for r in results["faults"] if "tables_before" in r["detail"]), None)
+        if idle:
+            parts += ["### idle_in_tx: what a transaction left open does to vacuum", "", idle_table(idle), ""]
     if results.get("orders"):
         parts += ["## Orders over the whole run", "", f"{results['orders']}", ""]
     path = out / "report.md"
