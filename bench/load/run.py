@@ -54,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--only", action="append", choices=["suite", "knee", "faults"])
     p.add_argument("--scale", type=float, default=1.0, help="shorten every scenario by this factor")
+    p.add_argument(
+        "--knee-start", type=int, default=0, help="skip the order-rate steps below this multiple of 200/h"
+    )
+    p.add_argument(
+        "--knee-webhooks-start", type=int, default=0, help="skip the webhook steps below this many/min"
+    )
     p.add_argument("--out", type=Path, help="results folder (default bench/results/<UTC date>/)")
     args = p.parse_args(argv)
     parts = args.only or ["suite", "knee", "faults"]
@@ -78,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             results["suite"] = scenarios.suite(stack, out, args.scale)
             scenarios.save(results, out / "results.json")
         if "knee" in parts:
-            results["knee"] = scenarios.knee(stack, out, step_s=30 * args.scale)
+            results["knee"] = scenarios.knee(stack, out, step_s=30 * args.scale, start=args.knee_start,
+                                             webhooks_start=args.knee_webhooks_start)  # fmt: skip
             scenarios.save(results, out / "results.json")
         if "faults" in parts:
             from bench.load import faults
