@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 WAYBILL := $(VENV)/bin/waybill
 STAMP := $(VENV)/.installed
 
-.PHONY: run test deps lint explain bench bench-outbox bench-http clean migration crash-soak
+.PHONY: run test deps lint explain bench bench-outbox bench-http load clean migration crash-soak
 
 # Debian's python3 lacks ensurepip until python3-venv is installed: as root, install it and retry.
 $(STAMP): pyproject.toml
@@ -47,6 +47,11 @@ bench-outbox: deps
 # HTTP API throughput: gateway vs the same SQL direct vs a no-op app, 1/16/64 clients (bench/README.md).
 bench-http: deps
 	$(PY) -m bench.http $(BENCH_ARGS)
+
+# Load, soak and chaos over HTTP (bench/load/README.md): locust scenarios, the knee, faults, and the
+# report in bench/results/<UTC date>/report.md (~20 min on 2 cores). LOAD_ARGS passes options (--help).
+load: deps
+	$(PY) -m bench.load $(LOAD_ARGS)
 
 # The EXPLAIN suite (docs/indexes.md): a throw-away cluster, 200,000 orders, every key query's plan
 # checked and timed with and without its index. Options: make explain EXPLAIN_ARGS='--help'.
