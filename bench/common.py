@@ -35,6 +35,18 @@ def backend_cpu_s(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def tree_cpu_s(pid: int | None) -> float | None:
+    """A server's CPU with its direct children's (the gateway forks one process per worker)."""
+    if pid is None:
+        return None
+    try:
+        kids = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        kids = []
+    parts = [backend_cpu_s(p) for p in (pid, *kids)]
+    return None if any(x is None for x in parts) else sum(parts)  # type: ignore[misc]
+
+
 def machine_busy_s() -> float | None:
     """CPU seconds the whole machine spent busy (all cores, every process), from /proc/stat."""
     try:

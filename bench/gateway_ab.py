@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from bench import wrk
-from bench.common import save
+from bench.common import save, tree_cpu_s
 from waybill import process, testing
 from waybill.auth import mint
 from waybill.cluster import free_port
@@ -38,16 +38,6 @@ PATHS = {
         "admin",
     ),
 }
-
-
-def _tree_cpu_s(pid: int) -> float:
-    tck = os.sysconf("SC_CLK_TCK")
-    kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    total = 0.0
-    for p in (pid, *map(int, kids)):
-        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / tck
-    return total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,11 +93,11 @@ def main(argv: list[str] | None = None) -> int:
                     lua = wrk.script(before / f"{scenario}.lua", headers, [path])
                     for name in order:
                         pid = procs[name].pid
-                        c0 = _tree_cpu_s(pid)
+                        c0 = tree_cpu_s(pid)
                         figures, _, _, _ = wrk.run(
                             wrk_bin, f"http://127.0.0.1:{ports[name]}", lua, args.clients, args.seconds, dict
                         )
-                        c1 = _tree_cpu_s(pid)
+                        c1 = tree_cpu_s(pid)
                         n = figures["requests"]
                         secs = figures["duration_us"] / 1e6
                         cell = cells.setdefault(

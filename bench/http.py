@@ -56,7 +56,6 @@ import psycopg
 
 from bench import wrk as _wrk
 from bench.common import RESULTS_DIR
-from bench.common import backend_cpu_s as _backend_cpu_s
 from bench.common import cluster_cpu as _cluster_cpu
 from bench.common import fmt as _f
 from bench.common import log as _log
@@ -69,6 +68,7 @@ from bench.common import ppid as _ppid
 from bench.common import save as _save
 from bench.common import server_info as _server_info
 from bench.common import table as _table
+from bench.common import tree_cpu_s as _tree_cpu_s
 from waybill import process
 
 
@@ -625,18 +625,6 @@ def _one_get(port: int, plan: Plan, agent: int | None) -> tuple[int, bytes]:
 
 
 # -- measuring one cell ---------------------------------------------------------------------------
-
-
-def _tree_cpu_s(pid: int | None) -> float | None:
-    """A server's CPU with its worker processes' (the gateway forks one per worker)."""
-    if pid is None:
-        return None
-    try:
-        kids = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        kids = []
-    parts = [_backend_cpu_s(p) for p in (pid, *kids)]
-    return None if any(x is None for x in parts) else sum(parts)  # type: ignore[misc]
 
 
 def _cpu_marks(pids: dict[str, int | None], postmaster: int | None) -> Callable[[], dict]:

@@ -37,6 +37,8 @@ from waybill import log
 from waybill.auth import jwt_secret
 from waybill.settings import get_settings
 
+DEFAULT_POOL_SIZE = 10  # connections per worker process
+
 
 class _ToStructlog(logging.Handler):
     """uvicorn's and psycopg's own warnings (bad requests, bind errors, pool reconnects) as LogEntry lines."""
@@ -96,7 +98,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--admin-port", type=int, default=settings.api_admin_port)
     p.add_argument("--schema", default="api", help="the one exposed schema")
     p.add_argument("--anon-role", default="anon")
-    p.add_argument("--pool-size", type=int, default=10, help="connections per worker (default 10)")
+    p.add_argument(
+        "--pool-size",
+        type=int,
+        default=DEFAULT_POOL_SIZE,
+        help=f"connections per worker (default {DEFAULT_POOL_SIZE})",
+    )
     p.add_argument(
         "--workers",
         type=int,

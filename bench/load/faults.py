@@ -8,7 +8,7 @@ Every fault runs with lifecycle traffic (locust, 2 users) and the 1 s sampler be
     receiver_down     the receiver stopped for 10 min / FAULT_COMPRESS, then started again
     idle_in_tx        a session idle in transaction for 10 min / FAULT_COMPRESS (holding back vacuum):
                       dead tuples and table sizes before, at the end, and after a VACUUM
-    pool_exhausted    30 requests blocked on a row lock (> the gateway's 10 connections) for 12 s
+    pool_exhausted    3x the gateway's connections of cancel_order requests blocked on a row lock for 12 s
 
 Recovery = from the end of the fault (the restart, the release) until the API answers health_db,
 a webhook event committed after that moment arrived at the receiver, and every delivery created
@@ -32,6 +32,8 @@ import psycopg
 from bench.common import log
 from bench.load import measure, scenarios
 from bench.load.stack import LoadStack
+from gateway.__main__ import DEFAULT_POOL_SIZE
+from gateway.workers import default_workers
 
 TABLES = ("webhooks.deliveries", "webhooks.events", "webhooks.attempts", "core.orders")
 
@@ -146,19 +148,24 @@ def _pool_exhausted(stack: LoadStack, c: int) -> dict[str, Any]:
     holder.execute("select 1 from core.orders where id = %s for update", [order])
     headers = {"Authorization": f"Bearer {stack.token('service')}"}
     codes: dict[str, int] = {}
+    # cancel_order of a CONFIRMED order is a legal transition, so each request passes its checks and
+    # waits on the row lock inside the database (confirm_order of it would fail at once, 409, without
+    # ever holding a connection for long). 3x every worker's pool: a third get connections and wait
+    # (service's statement_timeout, 10 s, cuts them), the rest queue in the gateway's pools.
+    n_requests = 3 * DEFAULT_POOL_SIZE * default_workers()
 
     def blocked() -> None:
         try:
             r = httpx.post(
-                f"{stack.api}/rpc/confirm_order", json={"order_id": order}, headers=headers, timeout=30
+                f"{stack.api}/rpc/cancel_order", json={"order_id": order}, headers=headers, timeout=30
             )
             key = f"{r.status_code} {r.json().get('code') if r.headers.get('content-type', '').startswith('application/json') else ''}"
         except httpx.HTTPError as exc:
             key = type(exc).__name__
         codes[key] = codes.get(key, 0) + 1
 
-    with ThreadPoolExecutor(30) as pool:
-        futures = [pool.submit(blocked) for _ in range(30)]
+    with ThreadPoolExecutor(n_requests) as pool:
+        futures = [pool.submit(blocked) for _ in range(n_requests)]
         time.sleep(12)
         holder.execute("rollback")
         holder.close()

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from bench.common import backend_cpu_s, cluster_cpu, percentile
+from bench.common import cluster_cpu, percentile, tree_cpu_s
 from bench.load.stack import LoadStack
 from waybill.auth import jwt_secret
 from waybill.settings import PROJECT_ROOT
@@ -62,7 +62,7 @@ class Sampler(threading.Thread):
         prev["at"] = now
         gw = self.stack.stack.children[0].pid if self.stack.stack.children else None
         pm = _postmaster(self.stack)
-        cpu = {"gateway": backend_cpu_s(gw) or 0.0, "postgres": sum(cluster_cpu(pm, -1).values())}
+        cpu = {"gateway": tree_cpu_s(gw) or 0.0, "postgres": sum(cluster_cpu(pm, -1).values())}
         for k, v in cpu.items():
             if k in prev:
                 row[f"{k}_cpu_pct"] = round(100 * max(0.0, v - prev[k]) / dt_s, 1)

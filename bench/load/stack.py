@@ -96,7 +96,7 @@ class LoadWebhooks(DemoWebhooks):
 class LoadStack:
     """Cluster + gateway + dispatcher + recording receiver, on a temporary data directory."""
 
-    def __init__(self, *, retry_factor: float = 1.0, pool_size: int = 10) -> None:
+    def __init__(self, *, retry_factor: float = 1.0) -> None:
         self.data_dir = Path(tempfile.mkdtemp(prefix="waybill-load-"))
         os.chmod(self.data_dir, 0o755)  # the server user must enter it when run as root
         os.environ["WAYBILL_DATA_DIR"] = str(self.data_dir)
