@@ -43,7 +43,7 @@ import httpx
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from bench.lifecycle import RESULTS_DIR
+from bench.common import RESULTS_DIR
 from dispatcher.queries import q
 from waybill import testing
 from waybill.cluster import free_port
