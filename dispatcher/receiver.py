@@ -74,27 +74,20 @@ class Receiver:
         if scope["type"] != "http":
             return
         if scope["method"] == "GET" and scope["path"] == "/healthz":
-            return await _answer(send, 200, {"ok": True, "seen": len(self.seen)})
+            return await answer(send, 200, {"ok": True, "seen": len(self.seen)})
         if scope["method"] != "POST":
-            return await _answer(send, 405, {"error": "POST a webhook"})
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            return await answer(send, 405, {"error": "POST a webhook"})
+        body, headers = await read_request(scope, receive)
         try:
             msg_id = self.verify(body, headers)
         except signing.VerificationError as exc:
             self.log.warning(
                 "webhook_receive_rejected", reason=str(exc), webhook_id=headers.get("webhook-id")
             )
-            return await _answer(send, 401, {"error": str(exc)})
+            return await answer(send, 401, {"error": str(exc)})
         if msg_id in self.seen:
             self.log.info("webhook_receive_duplicated", webhook_id=msg_id)
-            return await _answer(send, 200, {"duplicate": True})
+            return await answer(send, 200, {"duplicate": True})
         self.seen[msg_id] = None
         if len(self.seen) > DEDUP_SIZE:
             self.seen.popitem(last=False)
@@ -104,10 +97,21 @@ class Receiver:
             file=self.out,
             flush=True,
         )
-        return await _answer(send, 200, {"ok": True})
+        return await answer(send, 200, {"ok": True})
 
 
-async def _answer(send: Any, status: int, payload: dict) -> None:
+async def read_request(scope: dict, receive: Any) -> tuple[bytes, dict[str, str]]:
+    """An ASGI request's whole body and its headers (names lower-case, as ASGI gives them)."""
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks), {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def answer(send: Any, status: int, payload: dict) -> None:
     body = json.dumps(payload).encode()
     await send(
         {

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from dispatcher import signing
-from dispatcher.receiver import Receiver, _answer, load_secrets
+from dispatcher.receiver import Receiver, answer, load_secrets, read_request
 
 
 class RecordingReceiver(Receiver):
@@ -32,25 +32,18 @@ class RecordingReceiver(Receiver):
         if scope["type"] != "http":
             return
         if scope["method"] == "GET":
-            return await _answer(send, 200, {"ok": True, "rejected": self.rejected})
+            return await answer(send, 200, {"ok": True, "rejected": self.rejected})
         at = time.time()
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        body, headers = await read_request(scope, receive)
         try:
             msg_id = self.verify(body, headers)
         except signing.VerificationError as exc:
             self.rejected += 1
-            return await _answer(send, 401, {"error": str(exc)})
+            return await answer(send, 401, {"error": str(exc)})
         event = json.loads(body)
         line = {"id": msg_id, "type": event["eventType"], "at": at, "ts": event["timestamp"]}
         self.file.write(json.dumps(line) + "\n")
-        return await _answer(send, 200, {"ok": True})
+        return await answer(send, 200, {"ok": True})
 
 
 def main() -> None:
