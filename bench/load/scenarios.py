@@ -20,6 +20,8 @@ import psycopg
 from bench.common import log
 from bench.load import measure
 from bench.load.stack import LoadStack
+from gateway.__main__ import DEFAULT_POOL_SIZE
+from gateway.workers import default_workers
 
 COMPRESS = 10
 ORDER_STEPS = (5, 10, 20, 40, 80, 160, 320, 640, 1280)  # x the plan's 200 orders/h
@@ -158,15 +160,19 @@ def suite(stack: LoadStack, out: Path, scale: float = 1.0) -> list[dict[str, Any
     ]
 
 
-def saturation(samples: dict[str, Any], pool_size: int = 10) -> str:
-    """What looked saturated in a step, from the 1 s samples: the machine's CPU, the front (one
-    Python process: at most one core), the pool (all its connections active), locks or WAL (the
-    active backends' wait events)."""
+def saturation(samples: dict[str, Any]) -> str:
+    """What looked saturated in a step, from the 1 s samples: the machine's CPU, the front (its
+    worker processes: at most one core each), the pools (every worker's connections active), locks
+    or WAL (the active backends' wait events)."""
+    workers = default_workers()
+    pool_size = DEFAULT_POOL_SIZE * workers
     found = []
     if (samples.get("mean_cpu_pct") or 0) >= 90:
         found.append(f"CPU (machine {samples['mean_cpu_pct']:.0f} % busy)")
-    if (samples.get("mean_gateway_cpu_pct") or 0) >= 80:
-        found.append(f"the front (gateway {samples['mean_gateway_cpu_pct']:.0f} % of its one core)")
+    if (samples.get("mean_gateway_cpu_pct") or 0) >= 80 * workers:
+        found.append(
+            f"the front (gateway {samples['mean_gateway_cpu_pct']:.0f} % of one core, {workers} workers)"
+        )
     if (samples.get("max_active") or 0) >= pool_size:
         found.append(f"pool ({samples['max_active']} active of {pool_size})")
     waits = samples.get("waits") or {}
