@@ -1,11 +1,11 @@
 -- Webhooks: structure, enumerations, privileges (no request role reads a secret; the dispatcher only
 -- executes its functions), append-only events.
 begin;
-select plan(37);
+select plan(38);
 
 select tables_are('webhooks',
     array['event_types', 'error_classes', 'retry_schedule', 'settings', 'subscriptions', 'secrets',
-          'events', 'deliveries', 'attempts', 'dispatchers', 'wakeup'],
+          'events', 'deliveries', 'attempts', 'dispatchers', 'wakeup', 'payload_shapes'],
     'webhooks holds exactly the designed tables');
 select results_eq($$select event_type from webhooks.event_types order by 1$$,
     array['order.cancelled', 'order.confirmed', 'order.delivered', 'payment.captured', 'payment.failed',
@@ -73,14 +73,15 @@ select is_empty($$select r from unnest(array['anon', 'admin', 'platform_admin', 
     'no request role and not the dispatcher can read webhooks.secrets');
 select is_empty($$select c.relname from pg_class c
                    where c.relnamespace = 'webhooks'::regnamespace and c.relkind in ('r', 'v')
-                     and (has_table_privilege('dispatcher', c.oid, 'select') or has_table_privilege('dispatcher', c.oid, 'update')
+                     and ((has_table_privilege('dispatcher', c.oid, 'select') and c.relname <> 'wakeup')
+                          or has_table_privilege('dispatcher', c.oid, 'update')
                           or has_table_privilege('dispatcher', c.oid, 'insert') or has_table_privilege('dispatcher', c.oid, 'delete'))$$,
-    'the dispatcher has no privilege on any webhooks table');
+    'the dispatcher has no privilege on any webhooks table but reading the wake-up flag (its requeues commit PENDING rows)');
 select set_eq($$select p.proname::text from pg_proc p
                  where p.pronamespace = 'webhooks'::regnamespace and has_function_privilege('dispatcher', p.oid, 'execute')$$,
     array['claim_deliveries', 'record_attempt', 'release_deliveries', 'heartbeat', 'arm_wakeup', 'next_due_at',
-          'subscription_secrets', 'dispatcher_backlog', 'await_committing'],
-    'the dispatcher executes exactly its nine functions (dispatcher_backlog, await_committing: sql/230)');
+          'subscription_secrets', 'dispatcher_backlog', 'await_committing', 'wake_dispatcher'],
+    'the dispatcher executes exactly its nine functions (dispatcher_backlog, await_committing: sql/230) and the wake-up''s');
 select is_empty($$select p.oid::regprocedure::text from pg_proc p
                    where p.pronamespace = 'api'::regnamespace and has_function_privilege('dispatcher', p.oid, 'execute')$$,
     'the dispatcher executes nothing in api');
@@ -90,9 +91,15 @@ select is_empty($$select p.oid::regprocedure::text from pg_proc p
     'every SECURITY DEFINER function of webhooks pins an empty search_path');
 select is_empty($$select p.oid::regprocedure::text from pg_proc p
                    where p.pronamespace = 'webhooks'::regnamespace
-                     and (has_function_privilege('anon', p.oid, 'execute') or has_function_privilege('service', p.oid, 'execute')
-                          or has_function_privilege('agent', p.oid, 'execute'))$$,
-    'no request role executes a webhooks function directly');
+                     and (has_function_privilege('anon', p.oid, 'execute')
+                          or ((has_function_privilege('service', p.oid, 'execute') or has_function_privilege('agent', p.oid, 'execute'))
+                              and p.proname <> 'wake_dispatcher'))$$,
+    'no request role executes a webhooks function directly, but wake_dispatcher (what their commits call when a dispatcher waits: a spurious wake-up at worst)');
+select is_empty($$select c.relname from pg_class c
+                   where c.relnamespace = 'webhooks'::regnamespace and c.relkind in ('r', 'v') and c.relname <> 'wakeup'
+                     and (has_table_privilege('anon', c.oid, 'select') or has_table_privilege('service', c.oid, 'select')
+                          or has_table_privilege('agent', c.oid, 'select'))$$,
+    'service, agent and anon read no webhooks table but the wake-up flag');
 select is_empty($$select c.relname from pg_class c
                    where c.relnamespace = 'api'::regnamespace and c.relname like 'webhook%'
                      and (has_table_privilege('service', c.oid, 'select') or has_table_privilege('agent', c.oid, 'select')

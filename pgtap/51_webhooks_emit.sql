@@ -2,7 +2,7 @@
 -- (PENDING if ACTIVE, SKIPPED if DISABLED), nothing for other changes, idempotent on the key; the
 -- deferred wake-up trigger notifies only when a dispatcher is armed.
 begin;
-select plan(29);
+select plan(33);
 
 insert into core.customers (id, name, email) overriding system value values (9201, 'C', 'c9201@example.test');
 insert into core.sellers (id, name) overriding system value values (9201, 'S');
@@ -68,13 +68,34 @@ select is((select count(*)::int from webhooks.events e
             where webhooks.event_body(e)::jsonb ->> 'eventId' = id::text
               and webhooks.event_body(e)::jsonb ->> 'idempotencyKey' = idempotency_key
               and webhooks.event_body(e)::jsonb ->> 'eventType' = event_type
-              and webhooks.event_body(e)::jsonb -> 'data' = data::jsonb
+              and webhooks.event_body(e)::jsonb -> 'data' = webhooks.event_data(e)
+              and webhooks.event_data(e) ->> 'id' = aggregate_id::text
               and (select array_agg(k order by k) from jsonb_object_keys(webhooks.event_body(e)::jsonb) k) = '{data,eventId,eventType,idempotencyKey,timestamp}'),
     14, 'every body is exactly {eventId, eventType, timestamp, idempotencyKey, data} and matches its row');
 -- The payload is composed from the row (0011.outbox_lean): the row stores data only, and the
 -- composition must give the same bytes whatever the session's settings (the dispatcher signs them).
 select is((select count(*)::int from webhooks.events where body is null and data is not null), 14,
     'new events store their data, not the whole payload');
+-- Positional data (0015): values only, in the order of the shape's keys, without id and updatedAt.
+select is((select count(*)::int from webhooks.events e join webhooks.payload_shapes s on s.shape = e.shape
+            where s.aggregate_type = e.aggregate_type and jsonb_typeof(e.data::jsonb) = 'array'
+              and jsonb_array_length(e.data::jsonb) = cardinality(s.keys)
+              and (select array_agg(k order by k) from jsonb_object_keys(webhooks.event_data(e)) k)
+                  = (select array_agg(k order by k) from unnest(s.keys || array['id', 'updatedAt']) k)
+              and webhooks.event_data(e) ->> 'updatedAt' = webhooks.iso_time(e.occurred_at)), 14,
+    'new events store positional values of their aggregate''s shape; the data object has its keys plus id and updatedAt');
+select is((select webhooks.event_data(e) from webhooks.events e where e.event_type = 'order.cancelled'),
+          (select jsonb_build_object('id', o.id, 'customerId', o.customer_id, 'sellerId', o.seller_id, 'shipToZip', o.ship_to_zip,
+                                     'amount', o.amount, 'currency', o.currency, 'status', o.status, 'version', o.version,
+                                     'createdAt', webhooks.iso_time(o.created_at), 'updatedAt', webhooks.iso_time(o.updated_at),
+                                     'confirmedAt', null, 'shippedAt', null, 'deliveredAt', null,
+                                     'cancelledAt', webhooks.iso_time(o.cancelled_at))
+             from core.orders o where o.id = (select max(id) from core.orders)),
+    'an order event''s data zips back into the order, key for key');
+select is_empty($$select event_type from webhooks.event_types where split_part(event_type, '.', 1) <> aggregate_type$$,
+    'every event type''s aggregate is its first part (what emit writes, without a lookup)');
+select throws_code($$update webhooks.payload_shapes set keys = '{x}' where shape = 1$$, 'WEBHOOK_ROW_PERMANENT',
+    'a payload shape never changes: events are composed with it');
 select is((select count(*)::int from webhooks.events e
             where webhooks.event_body(e)::jsonb::text = webhooks.event_body(e)
               and webhooks.event_body(e) ~ '"timestamp": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"'),

@@ -212,7 +212,7 @@ begin
 end
 $$;
 comment on function webhooks.tg_keep_referenced_rows() is
-    'Trigger: subscriptions and event types are never deleted or re-keyed (they stand in for foreign keys).';
+    'Trigger: subscriptions, event types and payload shapes are never deleted or re-keyed (they stand in for foreign keys).';
 create trigger _020_keep
     before delete or update of id on webhooks.subscriptions
     for each row execute function webhooks.tg_keep_referenced_rows();
@@ -289,6 +289,39 @@ $$;
 comment on function webhooks.uuid_v7(timestamptz) is
     'A time-ordered (version 7) UUID: event ids, so inserts append to the end of their indexes; p_at gives the lower bound of a time.';
 
+-- Key lists of positional event data (0015.outbox_positional): an event stores its data as the
+-- values only, in the order of one of these lists, and webhooks.event_data() zips them back into
+-- the object. A shape never changes or goes (events refer to it: the same trigger as event types);
+-- an entity that gains a field gets a new shape, so old events still compose the bytes they had.
+create table webhooks.payload_shapes (
+    shape           smallint not null,
+    aggregate_type  text not null,
+    keys            text[] not null,
+    constraint payload_shapes_pkey primary key (shape),
+    constraint payload_shapes_aggregate_type_check check (aggregate_type in ('order', 'payment', 'refund', 'shipment')),
+    constraint payload_shapes_keys_check
+        check (cardinality(keys) between 1 and 100 and array_position(keys, null) is null
+               and not keys && array['id', 'updatedAt'])
+);
+alter table webhooks.payload_shapes enable row level security;
+comment on table webhooks.payload_shapes is
+    'Key lists of positional event data: webhooks.events.shape names one; never changed or deleted.';
+comment on column webhooks.payload_shapes.keys is
+    'The data object''s keys in the order of the stored values; id and updatedAt are not stored (the event''s aggregate_id and occurred_at).';
+create trigger _020_keep
+    before delete or update on webhooks.payload_shapes
+    for each row execute function webhooks.tg_keep_referenced_rows();
+comment on trigger _020_keep on webhooks.payload_shapes is 'Shapes are never changed or deleted: events are composed with them.';
+create trigger _020_keep_truncate
+    before truncate on webhooks.payload_shapes
+    for each statement execute function webhooks.tg_keep_referenced_rows();
+comment on trigger _020_keep_truncate on webhooks.payload_shapes is 'Shapes are never truncated.';
+insert into webhooks.payload_shapes (shape, aggregate_type, keys) values
+    (1, 'order', '{customerId,sellerId,shipToZip,amount,currency,status,version,createdAt,confirmedAt,shippedAt,deliveredAt,cancelledAt}'),
+    (2, 'payment', '{orderId,amount,currency,status,providerRef,feeAmount,failureReason,createdAt,capturedAt,failedAt}'),
+    (3, 'refund', '{paymentId,orderId,amount,currency,status,reason,failureReason,createdAt,completedAt,failedAt}'),
+    (4, 'shipment', '{orderId,agentId,zipCode,status,slaDueAt,failureReason,createdAt,acceptedAt,pickedUpAt,inTransitAt,deliveredAt,failedAt,cancelledAt}');
+
 create table webhooks.events (
     id               uuid not null default webhooks.uuid_v7(),
     event_type       text not null,
@@ -299,22 +332,25 @@ create table webhooks.events (
     created_at       timestamptz not null default now(),
     body             text,
     data             text,
+    shape            smallint,
     constraint events_pkey primary key (id),
     constraint events_idempotency_key_key unique (idempotency_key),
     constraint events_body_is_json_object_check check (left(body, 1) = '{'),
-    constraint events_data_is_json_object_check check (left(data, 1) = '{'),
-    constraint events_body_or_data_check check ((body is null) <> (data is null))
+    constraint events_body_or_data_check check ((body is null) <> (data is null)),
+    constraint events_data_form_check check (left(data, 1) = case when shape is null then '{' else '[' end)
 );
 alter table webhooks.events enable row level security;
 comment on table webhooks.events is
     'Business events, append-only: id = payload eventId = webhook-id header; webhooks.event_body() = the exact bytes every try sends.';
 comment on column webhooks.events.event_type is
-    'A webhooks.event_types row, checked by webhooks.emit (no foreign key: see webhooks.tg_keep_referenced_rows).';
+    'A webhooks.event_types row: the emission triggers pass one of the 11 (no foreign key: see webhooks.tg_keep_referenced_rows).';
 comment on column webhooks.events.idempotency_key is 'The same for the same business fact: type:aggregate:id[:version]; a repeat is not a new event.';
 comment on column webhooks.events.body is
     'Events written before 0011.outbox_lean only: their payload as serialized at emission (null since; see data).';
 comment on column webhooks.events.data is
-    'The payload''s data (the entity after the change) as canonical JSON text; webhooks.event_body() wraps it with the columns into the payload.';
+    'The payload''s data (the entity after the change) as canonical JSON text: positional values of its shape, or (shape null) the object; webhooks.event_body() composes the payload.';
+comment on column webhooks.events.shape is
+    'The webhooks.payload_shapes row whose keys name data''s values (0015); null: data is the object itself (events written before 0015, or emitted with an object).';
 -- Why data and not the whole payload: eventId, eventType, timestamp and idempotencyKey are columns
 -- already, so storing them again in the body cost ~190 bytes of heap and WAL per event in the
 -- business transaction (the lifecycle is WAL-flush bound). webhooks.event_body() composes the

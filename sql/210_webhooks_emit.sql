@@ -18,7 +18,7 @@
 
 -- The helpers below are language sql without a SET clause (every name qualified), so the planner
 -- inlines them into the callers: with SET search_path each call paid a GUC save/restore, ~30 us,
--- 15 calls per event (measured: order_data 408 us per call with SET; see docs/performance.md).
+-- 15 calls per event (measured: the data function 408 us per call with SET; see docs/performance.md).
 create function webhooks.iso_time(p_at timestamptz)
 returns text
 language sql
@@ -28,6 +28,29 @@ as $$
     select to_char(p_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 $$;
 comment on function webhooks.iso_time(timestamptz) is 'A timestamp as RFC 3339 UTC text (payload format).';
+
+-- Positional data (0015.outbox_positional): since 0015 an event stores its data as a JSON array of
+-- values in the order of its webhooks.payload_shapes key list, without the id and updatedAt that
+-- the row holds already (aggregate_id, occurred_at): ~45 % fewer bytes than the object, written in
+-- every business transaction. The object is rebuilt here: keys zipped with values, plus id and
+-- updatedAt; a jsonb object, so its text is canonical and equals what jsonb_build_object gave.
+-- Events stored before 0015 (shape null) hold the object itself. Not inlinable (a sub-select): it
+-- is planned once per query, i.e. once per claim batch or admin page, never in the business path.
+create function webhooks.event_data(p webhooks.events)
+returns jsonb
+language sql
+stable
+as $$
+    select case when p.shape is null then p.data::jsonb
+                else jsonb_build_object('id', p.aggregate_id, 'updatedAt', webhooks.iso_time(p.occurred_at))
+                     || (select jsonb_object_agg(u.key, v.vals -> (u.i::integer - 1))
+                           from webhooks.payload_shapes s
+                                cross join lateral unnest(s.keys) with ordinality u(key, i)
+                                cross join (select p.data::jsonb) v(vals)
+                          where s.shape = p.shape) end
+$$;
+comment on function webhooks.event_data(webhooks.events) is
+    'The payload''s data object of an event: stored positional values zipped with their shape''s keys (plus id and updatedAt), or the stored object.';
 
 -- The payload is composed, not stored (0011.outbox_lean): an event row keeps only its data, and
 -- this function wraps it with the row's columns. Byte-stable: jsonb's text output is canonical
@@ -44,76 +67,80 @@ as $$
     select coalesce(p.body,
                     jsonb_build_object('eventId', p.id, 'eventType', p.event_type,
                                        'timestamp', webhooks.iso_time(p.occurred_at),
-                                       'idempotencyKey', p.idempotency_key, 'data', p.data::jsonb)::text)
+                                       'idempotencyKey', p.idempotency_key, 'data', webhooks.event_data(p))::text)
 $$;
 comment on function webhooks.event_body(webhooks.events) is
     'The exact payload bytes of an event: {eventId, eventType, timestamp, idempotencyKey, data} (what the dispatcher signs and sends).';
+
 -- Admins read payloads through api.webhook_events (security_invoker): they execute the composer.
-grant execute on function webhooks.iso_time(timestamptz), webhooks.event_body(webhooks.events) to admin, platform_admin;
+grant execute on function webhooks.iso_time(timestamptz), webhooks.event_data(webhooks.events), webhooks.event_body(webhooks.events)
+    to admin, platform_admin;
 
 -- -------------------------------------------------------------------------------------------------
--- The entity after the change, camelCase, amounts as integers beside their currency
+-- The entity after the change, as positional values: camelCase keys come from webhooks.payload_shapes
+-- (shapes 1-4, in this order); amounts are integers beside their currency. id and updatedAt are not
+-- among them: they are the event's aggregate_id and occurred_at (webhooks.event_data adds them).
+-- pgtap/51 checks that each function's values zip with its shape's keys into the entity.
 -- -------------------------------------------------------------------------------------------------
 
-create function webhooks.order_data(p core.orders)
+create function webhooks.order_values(p core.orders)
 returns jsonb
 language sql
 stable
 as $$
-    select jsonb_build_object(
-        'id', p.id, 'customerId', p.customer_id, 'sellerId', p.seller_id, 'shipToZip', p.ship_to_zip,
-        'amount', p.amount, 'currency', p.currency, 'status', p.status, 'version', p.version,
-        'createdAt', webhooks.iso_time(p.created_at), 'updatedAt', webhooks.iso_time(p.updated_at),
-        'confirmedAt', webhooks.iso_time(p.confirmed_at), 'shippedAt', webhooks.iso_time(p.shipped_at),
-        'deliveredAt', webhooks.iso_time(p.delivered_at), 'cancelledAt', webhooks.iso_time(p.cancelled_at))
+    -- Shape 1: customerId sellerId shipToZip amount currency status version createdAt confirmedAt
+    -- shippedAt deliveredAt cancelledAt.
+    select jsonb_build_array(
+        p.customer_id, p.seller_id, p.ship_to_zip, p.amount, p.currency, p.status, p.version,
+        webhooks.iso_time(p.created_at), webhooks.iso_time(p.confirmed_at), webhooks.iso_time(p.shipped_at),
+        webhooks.iso_time(p.delivered_at), webhooks.iso_time(p.cancelled_at))
 $$;
-comment on function webhooks.order_data(core.orders) is 'The data of an order.* event: the order after the change.';
+comment on function webhooks.order_values(core.orders) is 'The data of an order.* event (shape 1): the order after the change, as positional values.';
 
-create function webhooks.payment_data(p core.payments)
+create function webhooks.payment_values(p core.payments)
 returns jsonb
 language sql
 stable
 as $$
-    select jsonb_build_object(
-        'id', p.id, 'orderId', p.order_id, 'amount', p.amount, 'currency', p.currency,
-        'status', p.status, 'providerRef', p.provider_ref, 'feeAmount', p.fee_amount,
-        'failureReason', p.failure_reason, 'createdAt', webhooks.iso_time(p.created_at),
-        'updatedAt', webhooks.iso_time(p.updated_at), 'capturedAt', webhooks.iso_time(p.captured_at),
-        'failedAt', webhooks.iso_time(p.failed_at))
+    -- Shape 2: orderId amount currency status providerRef feeAmount failureReason createdAt
+    -- capturedAt failedAt.
+    select jsonb_build_array(
+        p.order_id, p.amount, p.currency, p.status, p.provider_ref, p.fee_amount, p.failure_reason,
+        webhooks.iso_time(p.created_at), webhooks.iso_time(p.captured_at), webhooks.iso_time(p.failed_at))
 $$;
-comment on function webhooks.payment_data(core.payments) is 'The data of a payment.* event: the payment after the change.';
+comment on function webhooks.payment_values(core.payments) is 'The data of a payment.* event (shape 2): the payment after the change, as positional values.';
 
-create function webhooks.refund_data(p core.refunds)
+create function webhooks.refund_values(p core.refunds)
 returns jsonb
 language sql
 stable
 as $$
-    -- A refund has no currency of its own: it is its payment's.
-    select jsonb_build_object(
-        'id', p.id, 'paymentId', p.payment_id, 'orderId', pay.order_id, 'amount', p.amount,
-        'currency', pay.currency, 'status', p.status, 'reason', p.reason, 'failureReason', p.failure_reason,
-        'createdAt', webhooks.iso_time(p.created_at), 'updatedAt', webhooks.iso_time(p.updated_at),
-        'completedAt', webhooks.iso_time(p.completed_at), 'failedAt', webhooks.iso_time(p.failed_at))
+    -- Shape 3: paymentId orderId amount currency status reason failureReason createdAt completedAt
+    -- failedAt. A refund has no currency of its own: it is its payment's.
+    select jsonb_build_array(
+        p.payment_id, pay.order_id, p.amount, pay.currency, p.status, p.reason, p.failure_reason,
+        webhooks.iso_time(p.created_at), webhooks.iso_time(p.completed_at), webhooks.iso_time(p.failed_at))
       from core.payments pay
      where pay.id = p.payment_id
 $$;
-comment on function webhooks.refund_data(core.refunds) is 'The data of a refund.* event: the refund after the change, with its payment''s currency.';
+comment on function webhooks.refund_values(core.refunds) is
+    'The data of a refund.* event (shape 3): the refund after the change, with its payment''s currency, as positional values.';
 
-create function webhooks.shipment_data(p core.shipping_assignments)
+create function webhooks.shipment_values(p core.shipping_assignments)
 returns jsonb
 language sql
 stable
 as $$
-    select jsonb_build_object(
-        'id', p.id, 'orderId', p.order_id, 'agentId', p.agent_id, 'zipCode', p.zip_code,
-        'status', p.status, 'slaDueAt', webhooks.iso_time(p.sla_due_at), 'failureReason', p.failure_reason,
-        'createdAt', webhooks.iso_time(p.created_at), 'updatedAt', webhooks.iso_time(p.updated_at),
-        'acceptedAt', webhooks.iso_time(p.accepted_at), 'pickedUpAt', webhooks.iso_time(p.picked_up_at),
-        'inTransitAt', webhooks.iso_time(p.in_transit_at), 'deliveredAt', webhooks.iso_time(p.delivered_at),
-        'failedAt', webhooks.iso_time(p.failed_at), 'cancelledAt', webhooks.iso_time(p.cancelled_at))
+    -- Shape 4: orderId agentId zipCode status slaDueAt failureReason createdAt acceptedAt pickedUpAt
+    -- inTransitAt deliveredAt failedAt cancelledAt.
+    select jsonb_build_array(
+        p.order_id, p.agent_id, p.zip_code, p.status, webhooks.iso_time(p.sla_due_at), p.failure_reason,
+        webhooks.iso_time(p.created_at), webhooks.iso_time(p.accepted_at), webhooks.iso_time(p.picked_up_at),
+        webhooks.iso_time(p.in_transit_at), webhooks.iso_time(p.delivered_at), webhooks.iso_time(p.failed_at),
+        webhooks.iso_time(p.cancelled_at))
 $$;
-comment on function webhooks.shipment_data(core.shipping_assignments) is
-    'The data of a shipment.* event: the shipping assignment after the change.';
+comment on function webhooks.shipment_values(core.shipping_assignments) is
+    'The data of a shipment.* event (shape 4): the shipping assignment after the change, as positional values.';
 
 -- -------------------------------------------------------------------------------------------------
 -- emit: one event, one delivery per subscription to its type
@@ -130,27 +157,28 @@ create function webhooks.emit(
     p_aggregate_id bigint,
     p_idempotency_key text,
     p_data jsonb,
-    p_occurred_at timestamptz
+    p_occurred_at timestamptz,
+    p_shape smallint default null
 )
 returns uuid
 language plpgsql
 volatile
 as $$
 -- Write the event (its data serialized once, here: webhooks.event_body() composes the payload
--- around it) and its deliveries. The state machines reach each keyed fact once, so a repeated
+-- around it) and its deliveries. p_data is the data object, or with p_shape the positional values
+-- of that webhooks.payload_shapes row (what the emission triggers pass: webhooks.event_data). The state machines reach each keyed fact once, so a repeated
 -- idempotency key is a bug: the unique key refuses it (23505) rather than hiding it. Not ON
 -- CONFLICT DO NOTHING: its speculative insertion costs every event an extra WAL record and a second
 -- index probe, for a case that cannot happen.
 declare
     v_id uuid := webhooks.uuid_v7();
 begin
-    insert into webhooks.events (id, event_type, aggregate_type, aggregate_id, idempotency_key, occurred_at, data)
-    select v_id, t.event_type, t.aggregate_type, p_aggregate_id, p_idempotency_key, p_occurred_at, p_data::text
-      from webhooks.event_types t
-     where t.event_type = p_event_type;
-    if not found then
-        return null;  -- not an event type
-    end if;
+    -- The aggregate type is the event type's first part (pgtap/51 checks it for every row of
+    -- webhooks.event_types): no lookup, so the business transaction locks and probes two relations
+    -- fewer (0015). Only the owner's triggers call emit, each with one of the 11 types.
+    insert into webhooks.events (id, event_type, aggregate_type, aggregate_id, idempotency_key, occurred_at, data, shape)
+    values (v_id, p_event_type, split_part(p_event_type, '.', 1), p_aggregate_id, p_idempotency_key, p_occurred_at,
+            p_data::text, p_shape);
     -- Subscriptions are few (tens): a sequential scan with the array test is the cheapest plan.
     insert into webhooks.deliveries (event_id, subscription_id, status, next_attempt_at, finished_at)
     select v_id, s.id,
@@ -162,7 +190,7 @@ begin
     return v_id;
 end
 $$;
-comment on function webhooks.emit(text, bigint, text, jsonb, timestamptz) is
+comment on function webhooks.emit(text, bigint, text, jsonb, timestamptz, smallint) is
     'Write one event and a delivery per subscription to its type (PENDING, or SKIPPED if disabled); one event per idempotency key.';
 
 -- -------------------------------------------------------------------------------------------------
@@ -182,7 +210,7 @@ declare
 begin
     if v_type is not null and (new.status <> 'CONFIRMED' or old.status = 'PENDING') then
         perform webhooks.emit(v_type, new.id, v_type || ':order:' || new.id || ':v' || new.version,
-                              webhooks.order_data(new), new.updated_at);
+                              webhooks.order_values(new), new.updated_at, 1::smallint);
     end if;
     return null;
 end
@@ -204,7 +232,7 @@ declare
     v_type text := case new.status when 'CAPTURED' then 'payment.captured' when 'FAILED' then 'payment.failed' end;
 begin
     perform webhooks.emit(v_type, new.id, v_type || ':payment:' || new.id,
-                          webhooks.payment_data(new), new.updated_at);
+                          webhooks.payment_values(new), new.updated_at, 2::smallint);
     return null;
 end
 $$;
@@ -225,7 +253,7 @@ declare
     v_type text := case when tg_op = 'INSERT' then 'refund.initiated' else 'refund.completed' end;
 begin
     perform webhooks.emit(v_type, new.id, v_type || ':refund:' || new.id,
-                          webhooks.refund_data(new), new.updated_at);
+                          webhooks.refund_values(new), new.updated_at, 3::smallint);
     return null;
 end
 $$;
@@ -254,7 +282,7 @@ declare
                                    when 'FAILED' then 'shipment.failed' end;
 begin
     perform webhooks.emit(v_type, new.id, v_type || ':shipment:' || new.id,
-                          webhooks.shipment_data(new), new.updated_at);
+                          webhooks.shipment_values(new), new.updated_at, 4::smallint);
     return null;
 end
 $$;
@@ -271,33 +299,56 @@ comment on trigger _200_emit_webhook on core.shipping_assignments is 'Writes the
 -- Wake-up: NOTIFY only when a dispatcher waits for it
 -- -------------------------------------------------------------------------------------------------
 
-create function webhooks.tg_deliveries__wake()
-returns trigger
+create function webhooks.wake_dispatcher()
+returns void
 language plpgsql
 security definer
 set search_path = ''
 as $$
+-- The first committing transaction to find a dispatcher armed disarms it and sends NOTIFY webhooks
+-- (empty payload). SKIP LOCKED: the others committing at that moment do not queue behind its row
+-- lock - the one holding it notifies for all of them. Measured (bench/outbox.py, 32 clients, a
+-- dispatcher re-arming at once after each wake-up): with a plain UPDATE a third of the time went to
+-- Lock:tuple waits behind the disarming transaction. SECURITY DEFINER: request roles may read the
+-- flag, not write it. Called by anyone, the worst it does is one spurious wake-up.
+begin
+    update webhooks.wakeup w set armed = false
+     where w.id = (select x.id from webhooks.wakeup x where x.id and x.armed for update skip locked);
+    if found then
+        perform pg_notify('webhooks', '');
+    end if;
+end
+$$;
+comment on function webhooks.wake_dispatcher() is
+    'Disarm the wake-up and NOTIFY webhooks, unless another committing transaction is doing it.';
+
+create function webhooks.tg_deliveries__wake()
+returns trigger
+language plpgsql
+as $$
 -- Deferred to COMMIT, so it runs as whoever is current then - the request role, once the
--- SECURITY DEFINER api function has returned: hence SECURITY DEFINER here (and its SET).
--- Common case: nobody is armed, one read of one row, no lock, no NOTIFY.
--- When a dispatcher is armed: the first committing transaction disarms it and sends NOTIFY
--- webhooks (empty payload). SKIP LOCKED: the others committing at that moment do not queue behind
--- its row lock - the one holding it notifies for all of them. Measured (bench/outbox.py, 32
--- clients, a dispatcher re-arming at once after each wake-up): with a plain UPDATE a third of the
--- time went to Lock:tuple waits behind the disarming transaction.
+-- SECURITY DEFINER api function has returned (or the dispatcher, requeueing a retry). Common case:
+-- nobody is armed, one read of one row, no lock, no NOTIFY. Neither SECURITY DEFINER nor SET
+-- (every name qualified): each costs every emitting transaction a user switch and a GUC save and
+-- restore at commit (~25 us measured, 0015.outbox_positional); the roles that commit business
+-- transactions may read the flag instead (grants below) and call webhooks.wake_dispatcher only when
+-- a dispatcher is armed.
 begin
     if (select w.armed from webhooks.wakeup w where w.id) then
-        update webhooks.wakeup w set armed = false
-         where w.id = (select x.id from webhooks.wakeup x where x.id and x.armed for update skip locked);
-        if found then
-            perform pg_notify('webhooks', '');
-        end if;
+        perform webhooks.wake_dispatcher();
     end if;
     return null;
 end
 $$;
 comment on function webhooks.tg_deliveries__wake() is
     'Trigger (deferred): NOTIFY webhooks at commit when new PENDING work meets an idle, armed dispatcher.';
+-- The roles whose transactions write PENDING deliveries: every request role that can change a
+-- business row (through the api functions) and the dispatcher (retries). anon changes nothing.
+-- (service and agent get USAGE on the schema in sql/820, after the admins.)
+grant select on webhooks.wakeup to admin, platform_admin, service, agent, dispatcher;
+create policy committers_read on webhooks.wakeup for select to admin, platform_admin, service, agent, dispatcher using (true);
+comment on policy committers_read on webhooks.wakeup is 'The deferred wake-up trigger reads the flag as the committing role.';
+grant execute on function webhooks.wake_dispatcher() to admin, platform_admin, service, agent, dispatcher;
 create constraint trigger _900_wake_dispatcher
     after insert or update of status on webhooks.deliveries
     deferrable initially deferred

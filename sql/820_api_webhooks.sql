@@ -7,9 +7,13 @@
 -- =================================================================================================
 
 grant usage on schema webhooks to admin, platform_admin;
+-- service and agent commit business transactions, whose deferred wake-up trigger reads
+-- webhooks.wakeup as them (sql/210): the schema's name, that flag and webhooks.wake_dispatcher only.
+grant usage on schema webhooks to service, agent;
 grant select on webhooks.subscriptions, webhooks.events, webhooks.deliveries, webhooks.attempts,
                 webhooks.dispatchers, webhooks.event_types
     to admin, platform_admin;
+grant select on webhooks.payload_shapes to admin, platform_admin;
 
 create policy admin_read on webhooks.subscriptions for select to admin, platform_admin using (true);
 comment on policy admin_read on webhooks.subscriptions is 'Admins read every subscription (never a secret: that is another table).';
@@ -23,6 +27,8 @@ create policy admin_read on webhooks.dispatchers for select to admin, platform_a
 comment on policy admin_read on webhooks.dispatchers is 'Admins read the dispatchers'' heartbeats.';
 create policy admin_read on webhooks.event_types for select to admin, platform_admin using (true);
 comment on policy admin_read on webhooks.event_types is 'Admins read the event types.';
+create policy admin_read on webhooks.payload_shapes for select to admin, platform_admin using (true);
+comment on policy admin_read on webhooks.payload_shapes is 'Admins read the payload shapes (webhooks.event_data composes payloads with them).';
 
 -- -------------------------------------------------------------------------------------------------
 -- Views
