@@ -8,7 +8,8 @@ applied) — are measured in two ways, the two databases alternating (A B A B �
    one at a time and reads its backend's CPU from /proc/<pid>/schedstat (nanoseconds) around each
    statement: backend CPU per transition kind, and per bare INSERT of the same session;
 2. **lifecycle**: `bench.lifecycle` at `--clients` clients (default 8) for `--seconds`, transitions/s,
-   backend CPU per transition and per bare INSERT, P99 of the slowest transition.
+   backend CPU per transition and per bare INSERT, P99 of the slowest transition; before each pair
+   of runs, pgbench's tpcb-like at the same client count in a database of its own (the §1 goal).
 
     python -m bench.transition --before 0017.transition_lean          # docs/performance.md
     python -m bench.transition --before 0017.transition_lean --rounds 6 --reps 3
@@ -30,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench import lifecycle, toggles
 from bench.common import log, save
@@ -120,10 +122,38 @@ def micro(urls: dict[str, str], rounds: int, block: int) -> dict:
     return out
 
 
-def lifecycle_ab(urls: dict[str, str], clients: int, seconds: float, reps: int) -> dict:
+PGBENCH_DB = "bench_transition_pgbench"
+
+
+def _pgbench_url(url: str) -> str:
+    """A database beside `url`'s, (re)created empty for pgbench's own tables."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {PGBENCH_DB}")
+        conn.execute(f"create database {PGBENCH_DB}")
+    return make_conninfo(**{**conninfo_to_dict(url), "dbname": PGBENCH_DB})
+
+
+def _pgbench(url: str, clients: int, seconds: float, first: bool) -> float | None:
+    """pgbench tpcb-like (scale = clients) for `seconds`: its tps, the yardstick of issue 12 §1."""
+    if first:
+        res = lifecycle.run_pgbench(url, [clients], seconds, "tpcb-like", clients, lifecycle.PGBENCH_DEFAULT)
+        runs = res.get("runs", [{}])
+    else:
+        runs = lifecycle._pgbench_runs(
+            lifecycle.PGBENCH_DEFAULT, url, [clients], seconds, ["-b", "tpcb-like"]
+        )
+    return runs[0].get("tps")
+
+
+def lifecycle_ab(urls: dict[str, str], clients: int, seconds: float, reps: int, pgbench: bool) -> dict:
     runs: dict[str, list[dict]] = {name: [] for name in urls}
+    tpcb: list[float] = []
+    pgbench_url = _pgbench_url(urls["after"]) if pgbench else None
     with tempfile.TemporaryDirectory(prefix="waybill-transition-") as tmp:
         for rep in range(reps):
+            if pgbench_url and (tps := _pgbench(pgbench_url, clients, seconds, first=rep == 0)):
+                tpcb.append(tps)
+                log(f"  pgbench tpcb-like rep {rep}: {tps:.1f} tps")
             for name in list(urls)[:: 1 if rep % 2 == 0 else -1]:
                 path = Path(tmp) / f"{name}-{rep}.json"
                 tps, cpu, base, load = toggles._run(urls[name], clients, seconds, path)
@@ -141,7 +171,10 @@ def lifecycle_ab(urls: dict[str, str], clients: int, seconds: float, reps: int) 
         mean = {k: round(sum(r[k] for r in rs) / len(rs), 1) for k in
                 ("transitions_per_s", "backend_us_per_transition", "us_per_bare_insert", "p99_worst_ms")}  # fmt: skip
         mean["cpu_ratio_to_insert"] = round(mean["backend_us_per_transition"] / mean["us_per_bare_insert"], 2)
+        if tpcb:
+            mean["ratio_to_tpcb"] = round(mean["transitions_per_s"] / (sum(tpcb) / len(tpcb)), 2)
         summary[name] = {"mean": mean, "runs": rs}
+    summary["pgbench_tpcb_like_tps"] = tpcb
     return summary
 
 
@@ -159,13 +192,16 @@ def format_text(results: dict) -> str:
     )
     if lc := results.get("lifecycle"):
         c = results["config"]["clients"]
-        out += ["", f"bench.lifecycle at {c} clients (means of {results['config']['reps']} runs each):",
-                "| | transitions/s | backend µs/transition | µs/bare INSERT | CPU ratio | P99 worst, ms |",
-                "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        tpcb = lc["pgbench_tpcb_like_tps"]
+        out += ["", f"bench.lifecycle at {c} clients (means of {results['config']['reps']} runs each; "
+                f"pgbench tpcb-like between them: {', '.join(f'{t:.0f}' for t in tpcb) or 'not run'} tps):",
+                "| | transitions/s | ÷ tpcb-like | backend µs/transition | µs/bare INSERT | CPU ratio | P99 worst, ms |",
+                "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for name in ("before", "after"):
             x = lc[name]["mean"]
-            out.append(f"| {name} | {x['transitions_per_s']:,} | {x['backend_us_per_transition']:,} | "
-                       f"{x['us_per_bare_insert']:,} | {x['cpu_ratio_to_insert']}× | {x['p99_worst_ms']} |")  # fmt: skip
+            out.append(f"| {name} | {x['transitions_per_s']:,} | {x.get('ratio_to_tpcb', '-')} | "
+                       f"{x['backend_us_per_transition']:,} | {x['us_per_bare_insert']:,} | "
+                       f"{x['cpu_ratio_to_insert']}× | {x['p99_worst_ms']} |")  # fmt: skip
     return "\n".join(out)
 
 
@@ -179,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=8, help="lifecycle: clients (default 8)")
     p.add_argument("--seconds", type=float, default=6.0, help="lifecycle: seconds per run (default 6)")
     p.add_argument("--reps", type=int, default=2, help="lifecycle: runs per database (default 2; 0 skips)")
+    p.add_argument("--no-pgbench", action="store_true", help="lifecycle: no pgbench tpcb-like between runs")
     p.add_argument("--output", type=Path, help="results JSON (default bench/results/transition-<time>.json)")
     args = p.parse_args(argv)
     started = dt.datetime.now(dt.UTC)
@@ -194,7 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["micro"] = micro(urls, args.rounds, args.block)
         if args.reps:
             log(f"lifecycle: {args.reps} x {args.seconds:g} s at {args.clients} clients per database")
-            results["lifecycle"] = lifecycle_ab(urls, args.clients, args.seconds, args.reps)
+            results["lifecycle"] = lifecycle_ab(
+                urls, args.clients, args.seconds, args.reps, pgbench=not args.no_pgbench
+            )
     results["load_average_at_end"] = os.getloadavg()[0]
     results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     path = save(results, "transition", args.output)
