@@ -157,13 +157,14 @@ def lifecycle_ab(urls: dict[str, str], clients: int, seconds: float, reps: int, 
             for name in list(urls)[:: 1 if rep % 2 == 0 else -1]:
                 path = Path(tmp) / f"{name}-{rep}.json"
                 tps, cpu, base, load = toggles._run(urls[name], clients, seconds, path)
-                life = json.loads(path.read_text())["levels"][0]["lifecycle"]
+                full = json.loads(path.read_text())
+                life = full["levels"][0]["lifecycle"]
                 p99 = {k: life["latency_ms"][k]["p99"] for k in lifecycle.TRANSITIONS}
                 worst = max(p99, key=lambda k: p99[k] or 0)
                 runs[name].append(
                     {"transitions_per_s": tps, "backend_us_per_transition": cpu, "us_per_bare_insert": base,
                      "p99_worst_ms": p99[worst], "p99_worst": worst, "load_average": load,
-                     "errors": life["errors"]}
+                     "errors": life["errors"], "checks_ok": full["ok"]}
                 )  # fmt: skip
                 log(f"  {name} rep {rep}: {tps} transitions/s, {cpu} µs/transition, load {load}")
     summary = {}
