@@ -9,9 +9,10 @@ create function ops.request_id()
 returns text
 language sql
 stable
-set search_path = ''
 as $$
     -- The X-Request-Id of the HTTP request in progress (set by PostgREST/gateway), or null.
+    -- No SET clause (0017), like auth.jwt(): it calls pg_catalog functions only, so it inlines
+    -- into ops.log_event instead of being parsed and planned at each call (43 us measured).
     select nullif(current_setting('request.headers', true), '')::json ->> 'x-request-id'
 $$;
 comment on function ops.request_id() is 'The current HTTP request''s X-Request-Id header, or null outside a request.';

@@ -42,16 +42,22 @@ insert into core.state_transitions (machine, from_status, to_status) values
     ('assignment', 'IN_TRANSIT', 'DELIVERED'),
     ('assignment', 'IN_TRANSIT', 'FAILED');
 
+-- PL/pgSQL, not SQL (0017): a SQL function with a SET clause cannot be inlined, and when called
+-- from PL/pgSQL its body was parsed and planned again at every call (74 us per call, 14 calls per
+-- lifecycle: bench/transition.py, docs/performance.md "Issue 12 §1: cuts"); PL/pgSQL keeps the
+-- plan for the session.
 create function core.transition_allowed(p_machine text, p_from text, p_to text)
 returns boolean
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-    select exists (
+begin
+    return exists (
         select 1 from core.state_transitions t
         where t.machine = p_machine and t.from_status = p_from and t.to_status = p_to
-    )
+    );
+end
 $$;
 comment on function core.transition_allowed(text, text, text) is 'Whether the state machine allows from -> to.';
 
@@ -62,9 +68,13 @@ set search_path = ''
 as $$
 -- BEFORE UPDATE OF status: refuse transitions missing from core.state_transitions.
 -- TG_ARGV[0] names the machine; its registered error is <MACHINE>_INVALID_TRANSITION.
+-- The lookup is written out rather than a call of core.transition_allowed: one frame less on every
+-- status change (0017).
 begin
     if new.status is distinct from old.status
-       and not core.transition_allowed(tg_argv[0], old.status, new.status) then
+       and not exists (select 1 from core.state_transitions t
+                        where t.machine = tg_argv[0] and t.from_status = old.status
+                          and t.to_status = new.status) then
         perform ops.raise_error(upper(tg_argv[0]) || '_INVALID_TRANSITION',
                                 old.id::text, old.status, new.status);
     end if;

@@ -294,7 +294,9 @@ begin
     if p_agent_id is not null and v_assignment.agent_id is distinct from p_agent_id then
         perform ops.raise_error('ASSIGNMENT_NOT_YOURS', p_assignment_id::text);
     end if;
-    if not core.transition_allowed('assignment', v_assignment.status, p_to) then
+    -- The machine is checked once, by the _010_check_transition trigger on the UPDATE below (the
+    -- same ASSIGNMENT_INVALID_TRANSITION with the same arguments, 0017); staying put is refused here.
+    if v_assignment.status = p_to then
         perform ops.raise_error('ASSIGNMENT_INVALID_TRANSITION', p_assignment_id::text, v_assignment.status, p_to);
     end if;
     select o.status into v_order_status from core.orders o where o.id = v_assignment.order_id;
