@@ -208,7 +208,7 @@ select e.id, e.event_type, e.aggregate_id, e.occurred_at
 -- serves: agent_metrics and sla_summary?agent_id: one agent's rollup rows of a period (O(days))
 -- expect: agent_daily_pkey
 -- params: select p.agent_id, metrics.utc_day(p.t_to) - 30, metrics.utc_day(p.t_to) + 1 from explain_params p where p.k = 'busiest_agent'
-select a.day, a.accepted, a.delivered, a.on_time, a.failed, a.cancelled, a.delivery_us, a.delivery_hist
+select a.day, a.accepted, a.delivered, a.on_time, a.failed, a.cancelled, a.delivery_us, a.delivery_minutes, a.delivery_counts
   from metrics.agent_daily a
  where a.agent_id = $1 and a.day >= $2 and a.day < $3;
 

@@ -57,9 +57,10 @@ select core.advance_assignment(current_setting('tap.a')::bigint, 'PICKED_UP', 96
 select core.advance_assignment(current_setting('tap.a')::bigint, 'IN_TRANSIT', 9601, null, null, '2026-01-01 23:50Z');
 select core.advance_assignment(current_setting('tap.a')::bigint, 'DELIVERED', 9601, null, null, '2026-01-02 12:00Z');
 select results_eq(
-    $$select day, accepted, delivered, on_time, delivery_us, delivery_hist from metrics.agent_daily where agent_id = 9601 order by day$$,
-    $$values ('2026-01-01'::date, 1, 0, 0, 0::bigint, '{}'::jsonb),
-             ('2026-01-02'::date, 0, 1, 1, 45000000000::bigint, '{"750": 1}'::jsonb)$$,
+    $$select day, accepted, delivered, on_time, delivery_us, delivery_minutes, delivery_counts, acceptance_minutes, acceptance_counts
+        from metrics.agent_daily where agent_id = 9601 order by day$$,
+    $$values ('2026-01-01'::date, 1, 0, 0, 0::bigint, '{}'::integer[], '{}'::integer[], '{30}'::integer[], '{1}'::integer[]),
+             ('2026-01-02'::date, 0, 1, 1, 45000000000::bigint, '{750}'::integer[], '{1}'::integer[], '{}'::integer[], '{}'::integer[])$$,
     'accepted on the 1st, delivered on the 2nd exactly at the SLA: on time, 750 minutes');
 
 -- Row-level security and the explicit 403

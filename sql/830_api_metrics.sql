@@ -185,8 +185,10 @@ begin
                coalesce(sum(d.on_time), 0)::bigint as on_time, coalesce(sum(d.failed), 0)::bigint as failed,
                coalesce(sum(d.cancelled), 0)::bigint as cancelled,
                coalesce(sum(d.delivery_us), 0)::bigint as delivery_us, coalesce(sum(d.acceptance_us), 0)::bigint as acceptance_us,
-               metrics.hist_percentiles(array_agg(d.delivery_hist), array[0.5, 0.9]) as dp,
-               metrics.hist_percentiles(array_agg(d.acceptance_hist), array[0.5]) as ap
+               (select metrics.hist_percentiles(array_agg(u.m), array_agg(u.n), array[0.5, 0.9])
+                  from days x, unnest(x.delivery_minutes, x.delivery_counts) u (m, n)) as dp,
+               (select metrics.hist_percentiles(array_agg(u.m), array_agg(u.n), array[0.5])
+                  from days x, unnest(x.acceptance_minutes, x.acceptance_counts) u (m, n)) as ap
           from days d
     ), series as (
         select coalesce(json_agg(json_build_object(
@@ -523,14 +525,17 @@ begin
         v_method := 'minute_histogram';
         select coalesce(sum(a.delivered), 0) as delivered, coalesce(sum(a.on_time), 0) as on_time,
                coalesce(sum(a.delivery_us), 0)::bigint as delivery_us,
-               metrics.hist_percentiles(array_agg(a.delivery_hist), array[0.5, 0.9, 0.99]) 
+               (select metrics.hist_percentiles(array_agg(u.m), array_agg(u.n), array[0.5, 0.9, 0.99])
+                  from metrics.agent_daily x, unnest(x.delivery_minutes, x.delivery_counts) u (m, n)
+                 where x.agent_id = v_agent and x.day >= v_from and x.day < v_to)
           into v_delivered, v_on_time, v_us, v_p
           from metrics.agent_daily a where a.agent_id = v_agent and a.day >= v_from and a.day < v_to;
         select count(*), count(*) filter (where a.sla_due_at < v_now) into v_open, v_past_due
           from core.shipping_assignments a
          where a.agent_id = v_agent and a.status in ('ACCEPTED', 'PICKED_UP', 'IN_TRANSIT');
         select json_agg(metrics.sla_day(g.day::date, a.delivered, a.on_time,
-                                        metrics.hist_percentiles(array[a.delivery_hist], array[0.5, 0.9, 0.99])) order by g.day)
+                                        metrics.hist_percentiles(a.delivery_minutes, a.delivery_counts, array[0.5, 0.9, 0.99]))
+                        order by g.day)
           into v_days
           from generate_series(v_from, v_to - 1, interval '1 day') g (day)
           left join metrics.agent_daily a on a.agent_id = v_agent and a.day = g.day::date;
