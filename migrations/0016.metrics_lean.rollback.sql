@@ -1,8 +1,11 @@
 -- Undo 0016: metrics.agent_daily gets back its jsonb histograms (refilled by rebuild_rollups), and the
--- trigger, rebuild_rollups, agent_metrics and sla_summary as 0014 left them.
+-- trigger, rebuild_rollups, agent_metrics and sla_summary as 0014 left them; metrics.sla_summary
+-- without its 'cum' rows, and no cum_hist_percentiles.
 -- squawk: the arrays are derived data, refilled below as jsonb; every reader and writer is restored
 -- in this same file.
--- squawk-ignore-file ban-drop-column, ban-drop-function
+-- The view is rebuilt as 0014 made it (its index on the view created just above, read by nothing yet).
+-- The shape check dropped is the one 0016 added (its columns go with it).
+-- squawk-ignore-file ban-drop-column, ban-drop-function, ban-drop-view, require-concurrent-index-creation, ban-drop-constraint
 set local lock_timeout = '5s';
 set local statement_timeout = '5min';
 
@@ -399,11 +402,84 @@ alter table metrics.agent_daily
     drop column acceptance_minutes, drop column acceptance_counts;
 drop function metrics.hist_percentiles(integer[], integer[], float8[]);
 
+drop materialized view metrics.sla_summary;
+create materialized view metrics.sla_summary as
+with d as (
+    select a.zip_code, metrics.utc_day(a.delivered_at) as day, a.delivered_at, a.sla_due_at,
+           a.delivered_at - coalesce(a.accepted_at, a.created_at) as took
+      from core.shipping_assignments a
+     where a.status = 'DELIVERED'
+), zd as (
+    -- per zip code and day: counts, sums, exact percentiles and the minute histogram
+    select x.zip_code, x.day, x.delivered, x.on_time, x.delivery_us, x.minutes_p, h.minutes, h.counts
+      from (select d.zip_code, d.day, count(*)::integer as delivered,
+                   count(*) filter (where d.delivered_at <= d.sla_due_at)::integer as on_time,
+                   sum(metrics.micros(d.took))::bigint as delivery_us,
+                   percentile_cont(array[0.5, 0.9, 0.99]) within group (order by extract(epoch from d.took) / 60) as minutes_p
+              from d group by d.zip_code, d.day) x
+      join (select m.zip_code, m.day, array_agg(m.minute order by m.minute) as minutes,
+                   array_agg(m.n order by m.minute) as counts
+              from (select d.zip_code, d.day, metrics.minutes(d.took) as minute, count(*) as n
+                      from d group by d.zip_code, d.day, metrics.minutes(d.took)) m
+             group by m.zip_code, m.day) h on h.zip_code = x.zip_code and h.day = x.day
+)
+select 'day'::text as grain, x.day as d_from, x.day + 1 as d_to, ''::text as zip_code, x.delivered,
+       x.on_time, x.delivery_us, x.minutes_p, h.minutes as hist_minutes, h.counts as hist_counts,
+       0 as open, 0 as open_past_due
+  from (select d.day, count(*)::integer as delivered,
+               count(*) filter (where d.delivered_at <= d.sla_due_at)::integer as on_time,
+               sum(metrics.micros(d.took))::bigint as delivery_us,
+               percentile_cont(array[0.5, 0.9, 0.99]) within group (order by extract(epoch from d.took) / 60) as minutes_p
+          from d group by d.day) x
+  join (select m.day, array_agg(m.minute order by m.minute) as minutes, array_agg(m.n order by m.minute) as counts
+          from (select zd.day, u.minute, sum(u.n)::bigint as n
+                  from zd, unnest(zd.minutes, zd.counts) u (minute, n) group by zd.day, u.minute) m
+         group by m.day) h on h.day = x.day
+union all
+select 'window', w.d_from, w.d_to, '', count(d.delivered_at)::integer,
+       count(*) filter (where d.delivered_at <= d.sla_due_at)::integer,
+       coalesce(sum(metrics.micros(d.took)), 0)::bigint,
+       percentile_cont(array[0.5, 0.9, 0.99]) within group (order by extract(epoch from d.took) / 60),
+       null, null, 0, 0
+  from metrics.windows(metrics.utc_day(now())) w
+  left join d on d.day >= w.d_from and d.day < w.d_to
+ group by w.d_from, w.d_to
+union all
+select 'zip_day', zd.day, zd.day + 1, zd.zip_code, zd.delivered, zd.on_time, zd.delivery_us, zd.minutes_p,
+       zd.minutes, zd.counts, 0, 0
+  from zd
+union all
+select 'zip_window', w.d_from, w.d_to, d.zip_code, count(*)::integer,
+       count(*) filter (where d.delivered_at <= d.sla_due_at)::integer,
+       sum(metrics.micros(d.took))::bigint,
+       percentile_cont(array[0.5, 0.9, 0.99]) within group (order by extract(epoch from d.took) / 60),
+       null, null, 0, 0
+  from metrics.windows(metrics.utc_day(now())) w
+  join d on d.day >= w.d_from and d.day < w.d_to
+ group by w.d_from, w.d_to, d.zip_code
+union all
+select 'open', metrics.utc_day(now()), metrics.utc_day(now()) + 1, a.zip_code, 0, 0, 0, null, null, null,
+       count(*)::integer, count(*) filter (where a.sla_due_at < now())::integer
+  from core.shipping_assignments a
+ where a.status in ('OFFERED', 'ACCEPTED', 'PICKED_UP', 'IN_TRANSIT')
+ group by a.zip_code
+with data;
+comment on materialized view metrics.sla_summary is 'SLA figures: exact per day and per standard window, for all zip codes and per zip code, open and past-due assignments per zip code; refreshed every 10 minutes.';
+-- (grain, zip_code, d_from): all zip codes' days are one range (zip_code ''), one zip code's days
+-- another; (grain, d_from, zip_code) would read every zip code's rows of a period to find one's.
+comment on column metrics.sla_summary.hist_minutes is 'day and zip_day rows: the minute buckets of the delivery times, ascending (a non-standard period merges them).';
+comment on column metrics.sla_summary.hist_counts is 'day and zip_day rows: the number of deliveries in each bucket of hist_minutes.';
+create unique index sla_summary_grain_zip_code_d_from_key on metrics.sla_summary (grain, zip_code, d_from);
+comment on index metrics.sla_summary_grain_zip_code_d_from_key is 'One row per (grain, zip code, day or window start): REFRESH CONCURRENTLY''s key; serves a period''s days, all zip codes or one.';
+grant select on metrics.sla_summary to admin, platform_admin;
+drop function metrics.cum_hist_percentiles(integer[], bigint[], bigint[], float8[]);
+
 -- ---- existing assignments: the jsonb histograms, from the raw rows ----
 do $existing$
 begin
     if exists (select 1 from core.shipping_assignments) then
         perform metrics.rebuild_rollups();
+        perform metrics.refresh('sla_summary', 'migration');
     end if;
 end
 $existing$;

@@ -106,6 +106,61 @@ $$;
 comment on function metrics.sorted_hist_percentiles(integer[], bigint[], float8[]) is
     'percentile_cont of each fraction over a minute histogram given as ascending buckets and their counts (null when empty).';
 
+create function metrics.cum_hist_percentiles(p_minutes integer[], p_upto bigint[], p_before bigint[],
+                                             p_fractions float8[])
+returns float8[]
+language plpgsql
+immutable
+set search_path = ''
+as $$
+-- percentile_cont of each fraction over the values counted by p_upto minus p_before: two cumulative
+-- minute histograms on the same ascending buckets p_minutes (p_upto[i] = values of at most
+-- p_minutes[i] minutes up to the period's last day, p_before the same up to the day before it, null
+-- when there is none). The value at each 0-based rank is found by binary search (the difference is
+-- non-decreasing in i): O(log buckets) per rank, whatever the length of the period. Null when empty.
+declare
+    v_len integer := coalesce(cardinality(p_minutes), 0);
+    v_total bigint;
+    v_out float8[] := '{}'::float8[];
+    v_pos float8;
+    v_rank bigint;
+    v_lo integer;
+    v_hi integer;
+    v_mid integer;
+    v_vals float8[];
+begin
+    if v_len = 0 then
+        return null;
+    end if;
+    v_total := p_upto[v_len] - coalesce(p_before[v_len], 0);
+    if v_total <= 0 then
+        return null;
+    end if;
+    for k in 1 .. coalesce(cardinality(p_fractions), 0) loop
+        v_pos := (v_total - 1) * p_fractions[k];
+        v_vals := '{}'::float8[];
+        foreach v_rank in array array[floor(v_pos)::bigint, ceil(v_pos)::bigint] loop
+            -- the first bucket holding more than v_rank values
+            v_lo := 1;
+            v_hi := v_len;
+            while v_lo < v_hi loop
+                v_mid := (v_lo + v_hi) / 2;
+                if p_upto[v_mid] - coalesce(p_before[v_mid], 0) > v_rank then
+                    v_hi := v_mid;
+                else
+                    v_lo := v_mid + 1;
+                end if;
+            end loop;
+            v_vals := v_vals || p_minutes[v_lo]::float8;
+        end loop;
+        v_out[k] := v_vals[1] + (v_pos - floor(v_pos)) * (v_vals[2] - v_vals[1]);
+    end loop;
+    return v_out;
+end
+$$;
+comment on function metrics.cum_hist_percentiles(integer[], bigint[], bigint[], float8[]) is
+    'percentile_cont of each fraction over the difference of two cumulative minute histograms on the same buckets (null when empty).';
+
 create function metrics.hist_percentiles(p_minutes integer[], p_counts integer[], p_fractions float8[])
 returns float8[]
 language plpgsql
@@ -149,6 +204,7 @@ comment on function metrics.mean_minutes(bigint, bigint) is 'Mean duration in mi
 
 grant execute on function metrics.utc_day(timestamptz), metrics.minutes(interval), metrics.micros(interval),
     metrics.hist_percentiles(integer[], integer[], float8[]),
+    metrics.cum_hist_percentiles(integer[], bigint[], bigint[], float8[]),
     metrics.sorted_hist_percentiles(integer[], bigint[], float8[]),
     metrics.rate(bigint, bigint), metrics.mean_minutes(bigint, bigint)
     to admin, platform_admin, agent;

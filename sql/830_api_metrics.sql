@@ -497,15 +497,30 @@ begin
               from metrics.sla_summary s
              where s.grain = case when v_zip is null then 'day' else 'zip_day' end
                and s.zip_code = v_key and s.d_from >= v_from and s.d_from < v_to;
-            -- the days' histograms merged: buckets summed, in ascending order
-            select metrics.sorted_hist_percentiles(array_agg(h.minute order by h.minute), array_agg(h.n order by h.minute),
-                                                   array[0.5, 0.9, 0.99])
-              into v_p
-              from (select u.minute, sum(u.n)::bigint as n
-                      from metrics.sla_summary s, unnest(s.hist_minutes, s.hist_counts) u (minute, n)
-                     where s.grain = case when v_zip is null then 'day' else 'zip_day' end
-                       and s.zip_code = v_key and s.d_from >= v_from and s.d_from < v_to
-                     group by u.minute) h;
+            if v_zip is null then
+                -- all zip codes: the cumulative histogram up to the period's last day minus the one
+                -- up to the day before it (two index probes, a binary search per percentile; merging
+                -- a week's ~18,000 day buckets cost 11-15 ms at 1M assignments)
+                select metrics.cum_hist_percentiles(
+                           upto.hist_minutes, upto.hist_counts,
+                           (select b.hist_counts from metrics.sla_summary b
+                             where b.grain = 'cum' and b.zip_code = '' and b.d_from < v_from
+                             order by b.d_from desc limit 1),
+                           array[0.5, 0.9, 0.99])
+                  into v_p
+                  from (select u.hist_minutes, u.hist_counts from metrics.sla_summary u
+                         where u.grain = 'cum' and u.zip_code = '' and u.d_from < v_to
+                         order by u.d_from desc limit 1) upto;
+            else
+                -- one zip code: its days' histograms merged, buckets summed in ascending order
+                select metrics.sorted_hist_percentiles(array_agg(h.minute order by h.minute), array_agg(h.n order by h.minute),
+                                                       array[0.5, 0.9, 0.99])
+                  into v_p
+                  from (select u.minute, sum(u.n)::bigint as n
+                          from metrics.sla_summary s, unnest(s.hist_minutes, s.hist_counts) u (minute, n)
+                         where s.grain = 'zip_day' and s.zip_code = v_key and s.d_from >= v_from and s.d_from < v_to
+                         group by u.minute) h;
+            end if;
         end if;
         if v_zip is null then
             select coalesce(sum(s.open), 0), coalesce(sum(s.open_past_due), 0) into v_open, v_past_due
