@@ -1,11 +1,12 @@
 -- Undo 0016: metrics.agent_daily gets back its jsonb histograms (refilled by rebuild_rollups), and the
 -- trigger, rebuild_rollups, agent_metrics and sla_summary as 0014 left them; metrics.sla_summary
--- without its 'cum' rows, and no cum_hist_percentiles.
+-- without its 'cum' rows and all-zip 'open' row, no cum_hist_percentiles, and geographic_coverage
+-- without its page-order index.
 -- squawk: the arrays are derived data, refilled below as jsonb; every reader and writer is restored
 -- in this same file.
 -- The view is rebuilt as 0014 made it (its index on the view created just above, read by nothing yet).
--- The shape check dropped is the one 0016 added (its columns go with it).
--- squawk-ignore-file ban-drop-column, ban-drop-function, ban-drop-view, require-concurrent-index-creation, ban-drop-constraint
+-- The shape check and the coverage index dropped are the ones 0016 added.
+-- squawk-ignore-file ban-drop-column, ban-drop-function, ban-drop-view, require-concurrent-index-creation, ban-drop-constraint, require-concurrent-index-deletion
 set local lock_timeout = '5s';
 set local statement_timeout = '5min';
 
@@ -396,6 +397,49 @@ $$;
 comment on function api.sla_summary(text, text, text, text) is $$SLA summary
 Over [from, to) (UTC dates, default the last 30 days), all zip codes or one zip_code or one agent_id: delivered, on time, breached, on-time rate, delivery time p50/p90/p99 (minutes), open assignments and those already past due, and the same per day.$$;
 
+create or replace function api.geographic_coverage(zip_code text default null, page text default null, page_size text default null)
+returns json
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+    v_zip text := metrics.parse_zip(geographic_coverage.zip_code);
+    v_page integer := metrics.parse_int(geographic_coverage.page, 1, 1, 1000000, 'METRICS_INVALID_PAGE');
+    v_limit integer := metrics.parse_int(geographic_coverage.page_size, 20, 1, 100, 'METRICS_INVALID_LIMIT');
+    v_as_of timestamptz := metrics.as_of('geographic_coverage');
+    v_result json;
+begin
+    perform metrics.set_cache_control(metrics.seconds_to_refresh('geographic_coverage'));
+    with rows as (
+        select g.* from metrics.geographic_coverage g where v_zip is null or g.zip_code = v_zip
+    ), page as (
+        select r.* from rows r
+         order by r.uncovered desc, r.demand desc, r.zip_code
+         offset (v_page - 1)::bigint * v_limit limit v_limit
+    )
+    select json_build_object(
+               'asOf', v_as_of,
+               'from', (select min(g.d_from) from metrics.geographic_coverage g),
+               'to', (select min(g.d_to) from metrics.geographic_coverage g),
+               'page', v_page, 'limit', v_limit, 'total', (select count(*) from rows),
+               'items', coalesce((
+                   select json_agg(json_build_object(
+                              'zipCode', p.zip_code, 'uncovered', p.uncovered, 'activeAgents', p.active_agents,
+                              'demand', p.demand, 'deliveries', p.delivered, 'onTime', p.on_time,
+                              'onTimeRate', metrics.rate(p.on_time, p.delivered),
+                              'openOffers', p.open_offers,
+                              'oldestOfferMinutes', round((extract(epoch from v_as_of - p.oldest_offer_at) / 60)::numeric, 1))
+                          order by p.uncovered desc, p.demand desc, p.zip_code)
+                     from page p), '[]'))
+      into v_result;
+    return v_result;
+end
+$$;
+comment on function api.geographic_coverage(text, text, text) is $$Geographic coverage
+Per zip code over the last 30 days: active agents, demand (orders), deliveries, on-time rate, open offers and the oldest one's age in minutes; zip codes with demand and no active agent first. Paged: page, page_size.$$;
+
+drop index metrics.geographic_coverage_uncovered_demand_zip_code_idx;
 alter table metrics.agent_daily drop constraint agent_daily_histograms_shape_check;
 alter table metrics.agent_daily
     drop column delivery_minutes, drop column delivery_counts,

@@ -396,18 +396,19 @@ declare
     v_result json;
 begin
     perform metrics.set_cache_control(metrics.seconds_to_refresh('geographic_coverage'));
-    with rows as (
-        select g.* from metrics.geographic_coverage g where v_zip is null or g.zip_code = v_zip
-    ), page as (
-        select r.* from rows r
-         order by r.uncovered desc, r.demand desc, r.zip_code
+    -- the page: a range of the page-order index; every row shares the window (d_from, d_to)
+    with page as (
+        select g.* from metrics.geographic_coverage g
+         where v_zip is null or g.zip_code = v_zip
+         order by g.uncovered desc, g.demand desc, g.zip_code
          offset (v_page - 1)::bigint * v_limit limit v_limit
     )
     select json_build_object(
                'asOf', v_as_of,
-               'from', (select min(g.d_from) from metrics.geographic_coverage g),
-               'to', (select min(g.d_to) from metrics.geographic_coverage g),
-               'page', v_page, 'limit', v_limit, 'total', (select count(*) from rows),
+               'from', (select g.d_from from metrics.geographic_coverage g limit 1),
+               'to', (select g.d_to from metrics.geographic_coverage g limit 1),
+               'page', v_page, 'limit', v_limit,
+               'total', (select count(*) from metrics.geographic_coverage g where v_zip is null or g.zip_code = v_zip),
                'items', coalesce((
                    select json_agg(json_build_object(
                               'zipCode', p.zip_code, 'uncovered', p.uncovered, 'activeAgents', p.active_agents,
@@ -522,13 +523,9 @@ begin
                          group by u.minute) h;
             end if;
         end if;
-        if v_zip is null then
-            select coalesce(sum(s.open), 0), coalesce(sum(s.open_past_due), 0) into v_open, v_past_due
-              from metrics.sla_summary s where s.grain = 'open';
-        else
-            select coalesce(sum(s.open), 0), coalesce(sum(s.open_past_due), 0) into v_open, v_past_due
-              from metrics.sla_summary s where s.grain = 'open' and s.zip_code = v_zip;
-        end if;
+        -- one row: the zip code's, or all zip codes' (zip_code '')
+        select coalesce(sum(s.open), 0), coalesce(sum(s.open_past_due), 0) into v_open, v_past_due
+          from metrics.sla_summary s where s.grain = 'open' and s.zip_code = v_key;
         select json_agg(metrics.sla_day(g.day::date, s.delivered, s.on_time, s.minutes_p) order by g.day) into v_days
           from generate_series(v_from, v_to - 1, interval '1 day') g (day)
           left join metrics.sla_summary s
