@@ -323,16 +323,20 @@ begin
              where case $5 when 'deliveries' then true
                            when 'success_rate' then s.delivered + s.failed >= $6
                            else s.delivered >= $6 end
-        ), ranked as (
-            select r.*, rank() over (order by case when $7 = 'desc' then -r.v else r.v end) as rnk,
-                   count(*) over () as total
-              from scored r
+        ), top as (
+            -- rank() needs only the rows before the page: the first offset + limit in rank order
+            -- (a top-N sort), not a sort and two window passes over every agent of the period
+            select t.*, rank() over (order by t.k) as rnk
+              from (select r.*, case when $7 = 'desc' then -r.v else r.v end as k
+                      from scored r
+                     order by k, r.agent_id
+                     limit $8 + $9) t
         ), page as (
-            select r.* from ranked r
-             order by r.rnk, r.agent_id
-             offset $8 limit $9
+            select t.* from top t
+             order by t.k, t.agent_id
+             offset $8
         )
-        select coalesce((select max(r.total) from ranked r), 0),
+        select (select count(*) from scored),
                coalesce((
                    select json_agg(json_build_object(
                               'rank', p.rnk, 'agentId', p.agent_id, 'name', d.name,
