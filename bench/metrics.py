@@ -263,6 +263,9 @@ def http_bench(cluster, db: str, args: argparse.Namespace) -> dict:
 
     secret = secrets.token_urlsafe(40)
     plan = targets(cluster.url(db))
+    if getattr(args, "endpoints", None):  # iterating on a few: health_db (the reference) always stays
+        wanted = args.endpoints.split(",")
+        plan = {k: v for k, v in plan.items() if k == "health_db" or any(w in k for w in wanted)}
     results: dict = {}
     with gateway(cluster.url(db, user="authenticator"), secret) as port:
         blocks = {
@@ -358,23 +361,28 @@ def markdown(res: dict) -> str:
         f"Data: {res['sizes']['assignments']:,} assignments, {res['sizes']['agents']:,} agents, "
         f"{res['sizes']['zip_codes']:,} zip codes; rollups {res['sizes']['agent_daily_rows']:,} agent-days, "
         f"{res['sizes']['zip_daily_rows']:,} zip-days.",
-        "",
-        f"| endpoint (GET, admin) | P50 ms | P95 ms | P99 ms | health_db P50 / P95 ms (interleaved) "
-        f"| req/s at {res['args']['clients']} clients | ÷ health_db |",
-        "|---|--:|--:|--:|--:|--:|--:|",
     ]
-    for r in res["http"].values():
-        lines.append(f"| `{r['target']}` | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
-                     f"{r['health_db_p50_ms']:.2f} / {r['health_db_p95_ms']:.2f} | "
-                     f"{r['rps']:,.0f} | {r['ratio_to_health_db']:.2f} |")  # fmt: skip
-    lines += ["", "| refresh | median ms |", "|---|--:|"]
-    for view in ("leaderboard", "sla_summary", "geographic_coverage"):
-        lines.append(f"| `metrics.{view}` | {res['refresh'][view]['median_ms']:,.0f} |")
-    lines.append(f"| `metrics.rebuild_rollups()` | {res['refresh']['rebuild_rollups']['ms']:,.0f} |")
-    s = res["triggers"]["summary"]
-    extra = "n/a" if s["extra_pct"] is None else f"{s['extra_pct']:+.1f} %"
-    lines += ["", f"Rollup triggers: backend CPU per transition {s['cpu_us_with']:.0f} µs with, "
-              f"{s['cpu_us_without']:.0f} µs without: {extra}."]  # fmt: skip
+    if "http" in res:
+        lines += [
+            "",
+            f"| endpoint (GET, admin) | P50 ms | P95 ms | P99 ms | health_db P50 / P95 ms (interleaved) "
+            f"| req/s at {res['args']['clients']} clients | ÷ health_db |",
+            "|---|--:|--:|--:|--:|--:|--:|",
+        ]
+        for r in res["http"].values():
+            lines.append(f"| `{r['target']}` | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
+                         f"{r['health_db_p50_ms']:.2f} / {r['health_db_p95_ms']:.2f} | "
+                         f"{r['rps']:,.0f} | {r['ratio_to_health_db']:.2f} |")  # fmt: skip
+    if "refresh" in res:
+        lines += ["", "| refresh | median ms |", "|---|--:|"]
+        for view in ("leaderboard", "sla_summary", "geographic_coverage"):
+            lines.append(f"| `metrics.{view}` | {res['refresh'][view]['median_ms']:,.0f} |")
+        lines.append(f"| `metrics.rebuild_rollups()` | {res['refresh']['rebuild_rollups']['ms']:,.0f} |")
+    if "triggers" in res:
+        s = res["triggers"]["summary"]
+        extra = "n/a" if s["extra_pct"] is None else f"{s['extra_pct']:+.1f} %"
+        lines += ["", f"Rollup triggers: backend CPU per transition {s['cpu_us_with']:.0f} µs with, "
+                  f"{s['cpu_us_without']:.0f} µs without: {extra}."]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -392,6 +400,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refresh-runs", type=int, default=3)
     p.add_argument("--transitions", type=int, default=8000)
     p.add_argument("--batches", type=int, default=8)
+    p.add_argument("--only", choices=("triggers", "http"), help="measure only this part (iterating)")
+    p.add_argument(
+        "--endpoints", help="with http: only the endpoints whose name contains one of these (comma-separated)"
+    )
     args = p.parse_args(argv)
     started = dt.datetime.now(dt.UTC)
     with cluster_for(args) as cluster:
@@ -399,9 +411,12 @@ def main(argv: list[str] | None = None) -> int:
         url = cluster.url(db)
         res = {"started": started.isoformat(), "args": vars(args), "sizes": sizes(url)}
         log(f"sizes: {res['sizes']}")
-        res["refresh"] = refresh_times(url, args.refresh_runs)
-        res["http"] = http_bench(cluster, db, args)
-        res["triggers"] = trigger_cpu(url, args.transitions, args.batches)
+        if args.only is None:
+            res["refresh"] = refresh_times(url, args.refresh_runs)
+        if args.only in (None, "http"):
+            res["http"] = http_bench(cluster, db, args)
+        if args.only in (None, "triggers"):
+            res["triggers"] = trigger_cpu(url, args.transitions, args.batches)
     text = markdown(res)
     print("\n" + text)
     RESULTS.mkdir(exist_ok=True)

@@ -208,7 +208,7 @@ select e.id, e.event_type, e.aggregate_id, e.occurred_at
 -- serves: agent_metrics and sla_summary?agent_id: one agent's rollup rows of a period (O(days))
 -- expect: agent_daily_pkey
 -- params: select p.agent_id, metrics.utc_day(p.t_to) - 30, metrics.utc_day(p.t_to) + 1 from explain_params p where p.k = 'busiest_agent'
-select a.day, a.accepted, a.delivered, a.on_time, a.failed, a.cancelled, a.delivery_us, a.delivery_hist
+select a.day, a.accepted, a.delivered, a.on_time, a.failed, a.cancelled, a.delivery_us, a.delivery_minutes, a.delivery_counts
   from metrics.agent_daily a
  where a.agent_id = $1 and a.day >= $2 and a.day < $3;
 
@@ -229,13 +229,24 @@ select s.delivered, s.on_time, s.delivery_us, s.minutes_p
  where s.grain = 'zip_window' and s.zip_code = $1 and s.d_from = $2 and s.d_to = $3;
 
 -- name: metrics_sla_period_histogram
--- serves: sla_summary over a non-standard period: the days' minute buckets merged (all zip codes)
+-- serves: sla_summary?zip_code over a non-standard period: the zip code's days' minute buckets merged
 -- expect: sla_summary_grain_zip_code_d_from_key
--- params: select metrics.utc_day(p.t_to) - 7, metrics.utc_day(p.t_to) from explain_params p where p.k = 'last_week'
+-- params: select p.zip, current_date - 13, current_date - 6 from explain_params p where p.k = 'busiest_zip'
 select u.minute, sum(u.n)::bigint as n
   from metrics.sla_summary s, unnest(s.hist_minutes, s.hist_counts) u (minute, n)
- where s.grain = 'day' and s.zip_code = '' and s.d_from >= $1 and s.d_from < $2
+ where s.grain = 'zip_day' and s.zip_code = $1 and s.d_from >= $2 and s.d_from < $3
  group by u.minute;
+
+-- name: metrics_sla_period_cumulative
+-- serves: sla_summary over a non-standard period, all zip codes: the cumulative histogram of the
+-- last day before a bound (read twice: before `to` and before `from`; 0016)
+-- expect: sla_summary_grain_zip_code_d_from_key
+-- params: select metrics.utc_day(p.t_to) - 6 from explain_params p where p.k = 'last_week'
+select s.hist_minutes, s.hist_counts
+  from metrics.sla_summary s
+ where s.grain = 'cum' and s.zip_code = '' and s.d_from < $1
+ order by s.d_from desc
+ limit 1;
 
 -- name: metrics_leaderboard_zip
 -- serves: agent_leaderboard?zip_code over a standard window: the view's rows of the zip code's agents
@@ -275,6 +286,15 @@ select z.zip_code, sum(z.delivered), sum(z.on_time)
   from metrics.zip_daily z
  where z.day >= $1 and z.day < $2
  group by z.zip_code;
+
+-- name: metrics_coverage_page
+-- serves: geographic_coverage?page=n: one page in the answer's order, uncovered zip codes first (0016)
+-- expect: geographic_coverage_uncovered_demand_zip_code_idx
+-- params: select 20
+select g.zip_code, g.uncovered, g.active_agents, g.demand, g.delivered, g.on_time, g.open_offers, g.oldest_offer_at
+  from metrics.geographic_coverage g
+ order by g.uncovered desc, g.demand desc, g.zip_code
+ offset $1 limit 20;
 
 -- name: metrics_activity_keyset
 -- serves: agent_activity?before=<cursor>: the next page of an agent's history after a cursor

@@ -1,7 +1,7 @@
 -- Metrics (issue 11): structure, privileges, row-level security, the trigger's counting and the
 -- registered errors of the endpoints, codes not messages.
 begin;
-select plan(33);
+select plan(37);
 
 -- Structure
 select has_table('metrics', 'agent_daily', 'per-agent-per-day rollup');
@@ -57,9 +57,10 @@ select core.advance_assignment(current_setting('tap.a')::bigint, 'PICKED_UP', 96
 select core.advance_assignment(current_setting('tap.a')::bigint, 'IN_TRANSIT', 9601, null, null, '2026-01-01 23:50Z');
 select core.advance_assignment(current_setting('tap.a')::bigint, 'DELIVERED', 9601, null, null, '2026-01-02 12:00Z');
 select results_eq(
-    $$select day, accepted, delivered, on_time, delivery_us, delivery_hist from metrics.agent_daily where agent_id = 9601 order by day$$,
-    $$values ('2026-01-01'::date, 1, 0, 0, 0::bigint, '{}'::jsonb),
-             ('2026-01-02'::date, 0, 1, 1, 45000000000::bigint, '{"750": 1}'::jsonb)$$,
+    $$select day, accepted, delivered, on_time, delivery_us, delivery_minutes, delivery_counts, acceptance_minutes, acceptance_counts
+        from metrics.agent_daily where agent_id = 9601 order by day$$,
+    $$values ('2026-01-01'::date, 1, 0, 0, 0::bigint, '{}'::integer[], '{}'::integer[], '{30}'::integer[], '{1}'::integer[]),
+             ('2026-01-02'::date, 0, 1, 1, 45000000000::bigint, '{750}'::integer[], '{1}'::integer[], '{}'::integer[], '{}'::integer[])$$,
     'accepted on the 1st, delivered on the 2nd exactly at the SLA: on time, 750 minutes');
 
 -- Row-level security and the explicit 403
@@ -79,6 +80,19 @@ select throws_code($$select api.agent_activity('9601', before => 'x')$$, 'METRIC
 select throws_code($$select api.agent_metrics('9601', '2026-01-05', '2026-01-01')$$, 'METRICS_INVALID_PERIOD', 'empty period');
 select tap.become_owner();
 select throws_code($$select metrics.refresh('nope')$$, 'METRICS_INVALID_VIEW', 'refresh names a known view');
+
+-- Histogram percentiles (0016): buckets in any order, a minute repeated; cumulative histograms
+select is(metrics.hist_percentiles('{5,1,5,3}', '{1,2,2,1}', array[0.5, 0.9]),
+          (select percentile_cont(array[0.5, 0.9]) within group (order by v) from unnest('{1,1,3,5,5,5}'::int[]) v),
+          'hist_percentiles merges unsorted buckets with repeated minutes');
+select is(metrics.cum_hist_percentiles('{1,3,5,8}', '{1,2,5,7}', '{1,1,2,2}', array[0.5, 0.9, 0.99]),
+          (select percentile_cont(array[0.5, 0.9, 0.99]) within group (order by v) from unnest('{3,5,5,8,8}'::int[]) v),
+          'cum_hist_percentiles: the values of the period are up-to minus before');
+select is(metrics.cum_hist_percentiles('{1,3,5,8}', '{1,2,5,7}', null, array[0.5]),
+          (select percentile_cont(array[0.5]) within group (order by v) from unnest('{1,3,5,5,5,8,8}'::int[]) v),
+          'cum_hist_percentiles with nothing before the period');
+select is(metrics.cum_hist_percentiles('{1,3,5,8}', '{1,2,5,7}', '{1,2,5,7}', array[0.5]), null,
+          'cum_hist_percentiles of a period without deliveries is null');
 
 select * from finish();
 rollback;

@@ -55,15 +55,6 @@ as $$
 $$;
 comment on function metrics.micros(interval) is 'A duration in microseconds (exact: sums of these give exact means).';
 
-create function metrics.hist_add(p_hist jsonb, p_minute integer)
-returns jsonb
-language sql
-immutable
-as $$
-    select p_hist || jsonb_build_object(p_minute::text, coalesce((p_hist ->> p_minute::text)::bigint, 0) + 1)
-$$;
-comment on function metrics.hist_add(jsonb, integer) is 'A minute histogram {minute: count} with one more value in bucket p_minute.';
-
 create function metrics.sorted_hist_percentiles(p_minutes integer[], p_counts bigint[], p_fractions float8[])
 returns float8[]
 language plpgsql
@@ -115,27 +106,83 @@ $$;
 comment on function metrics.sorted_hist_percentiles(integer[], bigint[], float8[]) is
     'percentile_cont of each fraction over a minute histogram given as ascending buckets and their counts (null when empty).';
 
-create function metrics.hist_percentiles(p_hists jsonb[], p_fractions float8[])
+create function metrics.cum_hist_percentiles(p_minutes integer[], p_upto bigint[], p_before bigint[],
+                                             p_fractions float8[])
 returns float8[]
 language plpgsql
 immutable
 set search_path = ''
 as $$
--- The minute histograms {minute: count} merged, then metrics.sorted_hist_percentiles. PL/pgSQL, not
--- SQL, so its one query is planned once per session (a non-inlined SQL function is planned on every call).
+-- percentile_cont of each fraction over the values counted by p_upto minus p_before: two cumulative
+-- minute histograms on the same ascending buckets p_minutes (p_upto[i] = values of at most
+-- p_minutes[i] minutes up to the period's last day, p_before the same up to the day before it, null
+-- when there is none). The value at each 0-based rank is found by binary search (the difference is
+-- non-decreasing in i): O(log buckets) per rank, whatever the length of the period. Null when empty.
+declare
+    v_len integer := coalesce(cardinality(p_minutes), 0);
+    v_total bigint;
+    v_out float8[] := '{}'::float8[];
+    v_pos float8;
+    v_rank bigint;
+    v_lo integer;
+    v_hi integer;
+    v_mid integer;
+    v_vals float8[];
+begin
+    if v_len = 0 then
+        return null;
+    end if;
+    v_total := p_upto[v_len] - coalesce(p_before[v_len], 0);
+    if v_total <= 0 then
+        return null;
+    end if;
+    for k in 1 .. coalesce(cardinality(p_fractions), 0) loop
+        v_pos := (v_total - 1) * p_fractions[k];
+        v_vals := '{}'::float8[];
+        foreach v_rank in array array[floor(v_pos)::bigint, ceil(v_pos)::bigint] loop
+            -- the first bucket holding more than v_rank values
+            v_lo := 1;
+            v_hi := v_len;
+            while v_lo < v_hi loop
+                v_mid := (v_lo + v_hi) / 2;
+                if p_upto[v_mid] - coalesce(p_before[v_mid], 0) > v_rank then
+                    v_hi := v_mid;
+                else
+                    v_lo := v_mid + 1;
+                end if;
+            end loop;
+            v_vals := v_vals || p_minutes[v_lo]::float8;
+        end loop;
+        v_out[k] := v_vals[1] + (v_pos - floor(v_pos)) * (v_vals[2] - v_vals[1]);
+    end loop;
+    return v_out;
+end
+$$;
+comment on function metrics.cum_hist_percentiles(integer[], bigint[], bigint[], float8[]) is
+    'percentile_cont of each fraction over the difference of two cumulative minute histograms on the same buckets (null when empty).';
+
+create function metrics.hist_percentiles(p_minutes integer[], p_counts integer[], p_fractions float8[])
+returns float8[]
+language plpgsql
+immutable
+set search_path = ''
+as $$
+-- Minute histograms given as buckets in any order (several histograms concatenated: a minute may
+-- repeat) merged, then metrics.sorted_hist_percentiles. PL/pgSQL, not SQL, so its one query is
+-- planned once per session (a non-inlined SQL function is planned on every call).
 declare
     v_m integer[];
     v_n bigint[];
 begin
     select array_agg(b.m order by b.m), array_agg(b.n order by b.m) into v_m, v_n
-      from (select e.key::integer as m, sum(e.value::bigint)::bigint as n
-              from unnest(p_hists) h, jsonb_each_text(h) e
-             group by e.key::integer) b;
+      from (select u.m, sum(u.n)::bigint as n
+              from unnest(p_minutes, p_counts) u (m, n)
+             group by u.m) b;
     return metrics.sorted_hist_percentiles(v_m, v_n, p_fractions);
 end
 $$;
-comment on function metrics.hist_percentiles(jsonb[], float8[]) is
-    'percentile_cont of each fraction over the values of minute histograms, merged (null when empty).';
+comment on function metrics.hist_percentiles(integer[], integer[], float8[]) is
+    'percentile_cont of each fraction over minute histograms given as buckets (minutes, counts) in any order, merged (null when empty).';
 
 create function metrics.rate(p_part bigint, p_whole bigint)
 returns numeric
@@ -156,7 +203,8 @@ $$;
 comment on function metrics.mean_minutes(bigint, bigint) is 'Mean duration in minutes (2 decimals) from a sum of microseconds, null when count is 0.';
 
 grant execute on function metrics.utc_day(timestamptz), metrics.minutes(interval), metrics.micros(interval),
-    metrics.hist_add(jsonb, integer), metrics.hist_percentiles(jsonb[], float8[]),
+    metrics.hist_percentiles(integer[], integer[], float8[]),
+    metrics.cum_hist_percentiles(integer[], bigint[], bigint[], float8[]),
     metrics.sorted_hist_percentiles(integer[], bigint[], float8[]),
     metrics.rate(bigint, bigint), metrics.mean_minutes(bigint, bigint)
     to admin, platform_admin, agent;
@@ -177,19 +225,31 @@ create table metrics.agent_daily (
     cancelled        integer not null default 0,
     delivery_us      bigint not null default 0,
     acceptance_us    bigint not null default 0,
-    delivery_hist    jsonb not null default '{}',
-    acceptance_hist  jsonb not null default '{}',
+    delivery_minutes    integer[] not null default '{}',
+    delivery_counts     integer[] not null default '{}',
+    acceptance_minutes  integer[] not null default '{}',
+    acceptance_counts   integer[] not null default '{}',
     constraint agent_daily_pkey primary key (agent_id, day),
     constraint agent_daily_counts_not_negative_check
         check (accepted >= 0 and delivered >= 0 and failed >= 0 and cancelled >= 0),
-    constraint agent_daily_on_time_within_delivered_check check (on_time between 0 and delivered)
+    constraint agent_daily_on_time_within_delivered_check check (on_time between 0 and delivered),
+    constraint agent_daily_histograms_shape_check
+        check (cardinality(delivery_minutes) = cardinality(delivery_counts)
+               and cardinality(acceptance_minutes) = cardinality(acceptance_counts))
 );
 alter table metrics.agent_daily enable row level security;
 comment on table metrics.agent_daily is 'One delivery agent''s assignments per UTC day: counts by outcome, time sums and minute histograms (kept by triggers).';
 comment on column metrics.agent_daily.delivery_us is 'Sum of delivered_at - accepted_at over the day''s deliveries, in microseconds.';
 comment on column metrics.agent_daily.acceptance_us is 'Sum of accepted_at - created_at over the day''s acceptances, in microseconds.';
-comment on column metrics.agent_daily.delivery_hist is 'Delivery times of the day''s deliveries: {whole minutes: count}.';
-comment on column metrics.agent_daily.acceptance_hist is 'Acceptance latencies of the day''s acceptances: {whole minutes: count}.';
+-- The minute histograms are two parallel arrays, buckets in first-seen order: a bucket is found with
+-- array_position and updated by subscript, a new minute appended. Exact for any duration (no cap, no
+-- overflow bucket), size proportional to the distinct minutes; a jsonb {minute: count} cost a delivery
+-- ~35 % more backend CPU per upsert, an array indexed by minute grows with the span of the day's
+-- durations (docs/metrics.md, docs/performance.md "Migration 0016").
+comment on column metrics.agent_daily.delivery_minutes is 'Delivery times of the day''s deliveries: the distinct whole minutes (buckets, first-seen order).';
+comment on column metrics.agent_daily.delivery_counts is 'Deliveries in each bucket of delivery_minutes (same positions).';
+comment on column metrics.agent_daily.acceptance_minutes is 'Acceptance latencies of the day''s acceptances: the distinct whole minutes (buckets, first-seen order).';
+comment on column metrics.agent_daily.acceptance_counts is 'Acceptances in each bucket of acceptance_minutes (same positions).';
 -- The primary key (agent_id, day) serves one agent's days in a period, one contiguous range.
 -- (day): every agent's rows of a non-standard leaderboard period; written only when an agent-day row
 -- is new (the updates that follow touch no indexed column, so they stay HOT). docs/indexes.md.
@@ -230,9 +290,10 @@ comment on policy staff_read on metrics.zip_daily is 'Admins read every zip code
 -- -------------------------------------------------------------------------------------------------
 -- The trigger: one upsert per affected row, nothing for PICKED_UP / IN_TRANSIT (the WHEN clause
 -- keeps PL/pgSQL out of those). An acceptance touches only the agent's row, a delivery the agent's
--- row (with its jsonb histogram) and the zip code's counters: 3 upserts and 2 histogram rewrites per
--- delivered assignment (docs/performance.md measures what each costs). Row locks: concurrent transitions of one agent (or zip code) on the
--- same day queue on that rollup row until the first commits; agent row first, then zip row, always.
+-- row (with its histogram arrays) and the zip code's counters: 3 upserts per delivered assignment
+-- (docs/performance.md measures what each costs). Row locks: concurrent transitions of one agent (or
+-- zip code) on the same day queue on that rollup row until the first commits; agent row first, then
+-- zip row, always.
 -- -------------------------------------------------------------------------------------------------
 
 create function metrics.tg_shipping_assignments__rollup()
@@ -274,21 +335,26 @@ begin
             v_day := metrics.utc_day(coalesce(new.accepted_at, new.updated_at));
             v_min := metrics.minutes(coalesce(new.accepted_at, new.updated_at) - new.created_at);
             v_us := metrics.micros(coalesce(new.accepted_at, new.updated_at) - new.created_at);
-            insert into metrics.agent_daily as a (agent_id, day, accepted, acceptance_us, acceptance_hist)
-            values (new.agent_id, v_day, 1, v_us, jsonb_build_object(v_min::text, 1))
+            -- the minute's bucket counts one more, or the minute is appended as a new bucket
+            insert into metrics.agent_daily as a (agent_id, day, accepted, acceptance_us, acceptance_minutes, acceptance_counts)
+            values (new.agent_id, v_day, 1, v_us, array[v_min], array[1])
             on conflict (agent_id, day) do update
                 set accepted = a.accepted + 1, acceptance_us = a.acceptance_us + v_us,
-                    acceptance_hist = metrics.hist_add(a.acceptance_hist, v_min);
+                    acceptance_minutes[coalesce(array_position(a.acceptance_minutes, v_min), cardinality(a.acceptance_minutes) + 1)] = v_min,
+                    acceptance_counts[coalesce(array_position(a.acceptance_minutes, v_min), cardinality(a.acceptance_counts) + 1)]
+                        = coalesce(a.acceptance_counts[array_position(a.acceptance_minutes, v_min)], 0) + 1;
         elsif v_event = 'DELIVERED' then
             v_day := metrics.utc_day(new.delivered_at);
             v_min := metrics.minutes(new.delivered_at - coalesce(new.accepted_at, new.created_at));
             v_us := metrics.micros(new.delivered_at - coalesce(new.accepted_at, new.created_at));
             v_on_time := (new.delivered_at <= new.sla_due_at)::integer;
-            insert into metrics.agent_daily as a (agent_id, day, delivered, on_time, delivery_us, delivery_hist)
-            values (new.agent_id, v_day, 1, v_on_time, v_us, jsonb_build_object(v_min::text, 1))
+            insert into metrics.agent_daily as a (agent_id, day, delivered, on_time, delivery_us, delivery_minutes, delivery_counts)
+            values (new.agent_id, v_day, 1, v_on_time, v_us, array[v_min], array[1])
             on conflict (agent_id, day) do update
-                set delivered = a.delivered + 1, on_time = a.on_time + v_on_time,
-                    delivery_us = a.delivery_us + v_us, delivery_hist = metrics.hist_add(a.delivery_hist, v_min);
+                set delivered = a.delivered + 1, on_time = a.on_time + v_on_time, delivery_us = a.delivery_us + v_us,
+                    delivery_minutes[coalesce(array_position(a.delivery_minutes, v_min), cardinality(a.delivery_minutes) + 1)] = v_min,
+                    delivery_counts[coalesce(array_position(a.delivery_minutes, v_min), cardinality(a.delivery_counts) + 1)]
+                        = coalesce(a.delivery_counts[array_position(a.delivery_minutes, v_min)], 0) + 1;
             insert into metrics.zip_daily as z (zip_code, day, delivered, on_time, delivery_us)
             values (new.zip_code, v_day, 1, v_on_time, v_us)
             on conflict (zip_code, day) do update
@@ -352,7 +418,8 @@ begin
     truncate metrics.agent_daily, metrics.zip_daily;
 
     insert into metrics.agent_daily (agent_id, day, accepted, delivered, on_time, failed, cancelled,
-                                     delivery_us, acceptance_us, delivery_hist, acceptance_hist)
+                                     delivery_us, acceptance_us, delivery_minutes, delivery_counts,
+                                     acceptance_minutes, acceptance_counts)
     with ev as (
         select a.agent_id, metrics.utc_day(a.accepted_at) as day, 'A' as kind,
                metrics.minutes(a.accepted_at - a.created_at) as m, metrics.micros(a.accepted_at - a.created_at) as us,
@@ -386,8 +453,11 @@ begin
            coalesce(sum(p.n) filter (where p.kind = 'C'), 0),
            coalesce(sum(p.us) filter (where p.kind = 'D'), 0),
            coalesce(sum(p.us) filter (where p.kind = 'A'), 0),
-           coalesce(jsonb_object_agg(p.m::text, p.n) filter (where p.kind = 'D'), '{}'),
-           coalesce(jsonb_object_agg(p.m::text, p.n) filter (where p.kind = 'A'), '{}')
+           -- the buckets in ascending order (the triggers append in first-seen order: same histogram)
+           coalesce(array_agg(p.m order by p.m) filter (where p.kind = 'D'), '{}'),
+           coalesce(array_agg(p.n::integer order by p.m) filter (where p.kind = 'D'), '{}'),
+           coalesce(array_agg(p.m order by p.m) filter (where p.kind = 'A'), '{}'),
+           coalesce(array_agg(p.n::integer order by p.m) filter (where p.kind = 'A'), '{}')
       from per_minute p
      group by p.agent_id, p.day
      -- in day order, as the triggers write them: a period's rows share few pages (a non-standard

@@ -137,7 +137,10 @@ grant select on metrics.leaderboard to admin, platform_admin;
 --   grain 'window'     one row per standard window (zip_code '')
 --   grain 'zip_day'    one row per zip code and UTC day with deliveries
 --   grain 'zip_window' one row per zip code and standard window with deliveries
---   grain 'open'       one row per zip code with open assignments (d_from = the refresh day)
+--   grain 'open'       one row per zip code with open assignments, and one for all (zip_code ''),
+--                      d_from = the refresh day
+--   grain 'cum'        one row per UTC day with deliveries (zip_code ''): every delivery of that day
+--                      and the days before it, as a cumulative histogram (below)
 -- -------------------------------------------------------------------------------------------------
 
 create materialized view metrics.sla_summary as
@@ -159,6 +162,27 @@ with d as (
               from (select d.zip_code, d.day, metrics.minutes(d.took) as minute, count(*) as n
                       from d group by d.zip_code, d.day, metrics.minutes(d.took)) m
              group by m.zip_code, m.day) h on h.zip_code = x.zip_code and h.day = x.day
+), dm as (
+    -- all zip codes: deliveries per day and minute
+    select zd.day, u.minute, sum(u.n)::bigint as n
+      from zd, unnest(zd.minutes, zd.counts) u (minute, n)
+     group by zd.day, u.minute
+), axis as (
+    -- every minute any delivery took, ascending: the buckets of the 'cum' rows (the same in each)
+    select array_agg(x.minute order by x.minute) as minutes, count(*)::integer as n
+      from (select distinct dm.minute from dm) x
+), cum as (
+    -- hist_counts[i] of day d = deliveries on days <= d taking at most minutes[i] minutes: a dense
+    -- grid (days x buckets, a hash join to the sparse counts), cumulated within each day over the
+    -- buckets, then over the days
+    select g.day, array_agg(g.c::bigint order by g.i) as counts
+      from (select w.day, w.i, sum(w.within) over (partition by w.i order by w.day) as c
+              from (select dd.day, b.i, sum(coalesce(dm.n, 0)) over (partition by dd.day order by b.i) as within
+                      from (select distinct dm.day from dm) dd
+                     cross join axis
+                     cross join lateral unnest(axis.minutes) with ordinality b (minute, i)
+                      left join dm on dm.day = dd.day and dm.minute = b.minute) w) g
+     group by g.day
 )
 select 'day'::text as grain, x.day as d_from, x.day + 1 as d_to, ''::text as zip_code, x.delivered,
        x.on_time, x.delivery_us, x.minutes_p, h.minutes as hist_minutes, h.counts as hist_counts,
@@ -168,10 +192,8 @@ select 'day'::text as grain, x.day as d_from, x.day + 1 as d_to, ''::text as zip
                sum(metrics.micros(d.took))::bigint as delivery_us,
                percentile_cont(array[0.5, 0.9, 0.99]) within group (order by extract(epoch from d.took) / 60) as minutes_p
           from d group by d.day) x
-  join (select m.day, array_agg(m.minute order by m.minute) as minutes, array_agg(m.n order by m.minute) as counts
-          from (select zd.day, u.minute, sum(u.n)::bigint as n
-                  from zd, unnest(zd.minutes, zd.counts) u (minute, n) group by zd.day, u.minute) m
-         group by m.day) h on h.day = x.day
+  join (select dm.day, array_agg(dm.minute order by dm.minute) as minutes, array_agg(dm.n order by dm.minute) as counts
+          from dm group by dm.day) h on h.day = x.day
 union all
 select 'window', w.d_from, w.d_to, '', count(d.delivered_at)::integer,
        count(*) filter (where d.delivered_at <= d.sla_due_at)::integer,
@@ -195,17 +217,20 @@ select 'zip_window', w.d_from, w.d_to, d.zip_code, count(*)::integer,
   join d on d.day >= w.d_from and d.day < w.d_to
  group by w.d_from, w.d_to, d.zip_code
 union all
-select 'open', metrics.utc_day(now()), metrics.utc_day(now()) + 1, a.zip_code, 0, 0, 0, null, null, null,
+select 'open', metrics.utc_day(now()), metrics.utc_day(now()) + 1, coalesce(a.zip_code, ''), 0, 0, 0, null, null, null,
        count(*)::integer, count(*) filter (where a.sla_due_at < now())::integer
   from core.shipping_assignments a
  where a.status in ('OFFERED', 'ACCEPTED', 'PICKED_UP', 'IN_TRANSIT')
- group by a.zip_code
+ group by grouping sets ((a.zip_code), ())  -- and all zip codes: one row (zip_code '') instead of a sum per request
+union all
+select 'cum', cum.day, cum.day + 1, '', 0, 0, 0, null, axis.minutes, cum.counts, 0, 0
+  from cum cross join axis
 with data;
 comment on materialized view metrics.sla_summary is 'SLA figures: exact per day and per standard window, for all zip codes and per zip code, open and past-due assignments per zip code; refreshed every 10 minutes.';
 -- (grain, zip_code, d_from): all zip codes' days are one range (zip_code ''), one zip code's days
 -- another; (grain, d_from, zip_code) would read every zip code's rows of a period to find one's.
-comment on column metrics.sla_summary.hist_minutes is 'day and zip_day rows: the minute buckets of the delivery times, ascending (a non-standard period merges them).';
-comment on column metrics.sla_summary.hist_counts is 'day and zip_day rows: the number of deliveries in each bucket of hist_minutes.';
+comment on column metrics.sla_summary.hist_minutes is 'day, zip_day and cum rows: the minute buckets of the delivery times, ascending (a non-standard period merges them; cum rows: every minute of every day).';
+comment on column metrics.sla_summary.hist_counts is 'day and zip_day rows: the number of deliveries in each bucket of hist_minutes; cum rows: of that day and every day before, cumulated over the buckets.';
 create unique index sla_summary_grain_zip_code_d_from_key on metrics.sla_summary (grain, zip_code, d_from);
 comment on index metrics.sla_summary_grain_zip_code_d_from_key is 'One row per (grain, zip code, day or window start): REFRESH CONCURRENTLY''s key; serves a period''s days, all zip codes or one.';
 grant select on metrics.sla_summary to admin, platform_admin;
@@ -259,8 +284,12 @@ with data;
 comment on materialized view metrics.geographic_coverage is 'Per zip code: active agents, demand, deliveries, on time, open offers (30-day window); refreshed every 15 minutes.';
 create unique index geographic_coverage_zip_code_key on metrics.geographic_coverage (zip_code);
 comment on index metrics.geographic_coverage_zip_code_key is 'One row per zip code: REFRESH CONCURRENTLY''s key; serves the zip_code filter.';
--- No index for the page order (uncovered first, then by demand): one row per zip code (2,000 in the
--- 1M benchmark) is sorted in well under a millisecond, and the planner would read the table anyway.
+-- The page order (uncovered first, then by demand): a page is an index range instead of a sort of
+-- every zip code per request (2,000 rows in the 1M benchmark: ~0.3 ms of a ~1.5 ms call; issue 11 §6
+-- measures each call's server time against health_db's).
+create index geographic_coverage_uncovered_demand_zip_code_idx
+    on metrics.geographic_coverage (uncovered desc, demand desc, zip_code);
+comment on index metrics.geographic_coverage_uncovered_demand_zip_code_idx is 'Serves the coverage page order: uncovered zip codes first, then by demand.';
 grant select on metrics.geographic_coverage to admin, platform_admin;
 
 -- -------------------------------------------------------------------------------------------------

@@ -127,6 +127,13 @@ def table(conn: psycopg.Connection, name: str, key: str) -> dict:
     for rec in cur.fetchall():
         row = dict(zip(names, rec, strict=True))
         k = (row.pop(key), row.pop("day"))
+        # a minute histogram is two parallel arrays (minutes, counts), buckets in any order: compared
+        # as {minute: count}, with no minute twice and no empty bucket
+        for h in ("delivery", "acceptance"):
+            if f"{h}_minutes" in row:
+                ms, ns = row.pop(f"{h}_minutes"), row.pop(f"{h}_counts")
+                assert len(ms) == len(set(ms)) == len(ns) and all(n > 0 for n in ns), (k, h, ms, ns)
+                row[f"{h}_hist"] = {str(m): n for m, n in zip(ms, ns, strict=True)}
         out[k] = {c: v for c, v in row.items() if v}
     return out
 

@@ -251,13 +251,18 @@ def test_agent_leaderboard(conn: psycopg.Connection, world: dict, sort_by: str) 
         assert [i["agentId"] for i in default["items"]] == [world["agents"]["G"]]
 
 
-def test_agent_leaderboard_pages(conn: psycopg.Connection, world: dict) -> None:
-    whole = o.call(conn, "agent_leaderboard", page_size="100")[0]["items"]
+@pytest.mark.parametrize("ranked_at_request", [False, True])
+def test_agent_leaderboard_pages(conn: psycopg.Connection, world: dict, ranked_at_request: bool) -> None:
+    # the view's precomputed ranks, or (another threshold) ranks computed per request from only the
+    # rows up to the page: a later page must still carry the global ranks, ties across pages included
+    args = {"min_deliveries": "1"} if ranked_at_request else {}
+    whole = o.call(conn, "agent_leaderboard", page_size="100", **args)[0]["items"]
     assert len(whole) >= 6
-    pages = [o.call(conn, "agent_leaderboard", page=str(p), page_size="2")[0] for p in range(1, 6)]
+    assert len({i["rank"] for i in whole}) < len(whole), "the data set has ties"
+    pages = [o.call(conn, "agent_leaderboard", page=str(p), page_size="2", **args)[0] for p in range(1, 6)]
     assert [i for p in pages for i in p["items"]][: len(whole)] == whole
     assert all(p["total"] == len(whole) and p["limit"] == 2 for p in pages)
-    past = o.call(conn, "agent_leaderboard", page="99", page_size="2")[0]
+    past = o.call(conn, "agent_leaderboard", page="99", page_size="2", **args)[0]
     assert past["items"] == [] and past["total"] == len(whole)
 
 
