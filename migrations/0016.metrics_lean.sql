@@ -5,7 +5,7 @@
 -- row; the coverage page is read through an index in its order; a leaderboard ranked at request
 -- time ranks only the rows up to its page (a top-N sort).
 -- docs/performance.md "Migration 0016" measures each change; docs/metrics.md defines the figures.
--- depends: 0014.metrics_fast
+-- depends: 0015.outbox_positional
 -- Same text as sql/300_metrics_rollups.sql, sql/310_metrics_views.sql and sql/830_api_metrics.sql
 -- (tests/test_migrations.py proves both build the same schema).
 -- squawk: agent_daily's jsonb histograms are derived data whose every reader and writer is replaced

@@ -10,7 +10,7 @@
 -- - core.amount_max is PL/pgSQL (the CHECKs of orders and payments evaluated the SQL body, parsed
 --   and planned, once per statement); core.fee_for and ops.request_id lose their SET clause (they
 --   name no object) and inline into their callers.
--- depends: 0015.outbox_positional
+-- depends: 0016.metrics_lean
 
 -- A deploy never hangs behind a long transaction (CREATE OR REPLACE FUNCTION takes no table lock).
 set local lock_timeout = '5s';
