@@ -1,7 +1,7 @@
 -- Webhooks: structure, enumerations, privileges (no request role reads a secret; the dispatcher only
 -- executes its functions), append-only events.
 begin;
-select plan(38);
+select plan(52);
 
 select tables_are('webhooks',
     array['event_types', 'error_classes', 'retry_schedule', 'settings', 'subscriptions', 'secrets',
@@ -66,6 +66,39 @@ select throws_code($$insert into webhooks.deliveries (event_id, subscription_id,
     'UNIQUE_VIOLATION', 'one delivery per (event, subscription)');
 select throws_code($$update webhooks.deliveries set status = 'LOST' where subscription_id = 9101$$, 'CHECK_VIOLATION',
     'delivery status is PENDING, SENDING, DELIVERED, FAILED or SKIPPED');
+-- Each of the row check's tests alone (one CHECK since 0018: webhooks.delivery_row_ok / event_row_ok)
+select throws_code($$update webhooks.deliveries set attempts = -1 where subscription_id = 9101$$, 'CHECK_VIOLATION', 'attempts >= 0');
+select throws_code($$update webhooks.deliveries set attempts_at_requeue = 1 where subscription_id = 9101$$, 'CHECK_VIOLATION',
+    'attempts_at_requeue <= attempts');
+select throws_code($$update webhooks.deliveries set next_trigger = 'cron' where subscription_id = 9101$$, 'CHECK_VIOLATION',
+    'next_trigger is scheduled, manual or recover');
+select throws_code($$update webhooks.deliveries set next_attempt_at = null where subscription_id = 9101$$, 'CHECK_VIOLATION',
+    'a PENDING row has a next attempt time');
+select throws_code($$update webhooks.deliveries set status = 'SENDING' where subscription_id = 9101$$, 'CHECK_VIOLATION',
+    'a SENDING row has a lease');
+select throws_code($$update webhooks.deliveries set status = 'SENDING', lease_owner = 'd', lease_token = gen_random_uuid(),
+                                                    lease_until = next_attempt_at + interval '1 s' where subscription_id = 9101$$,
+    'CHECK_VIOLATION', 'a SENDING row is due when its lease ends');
+select lives_ok($$update webhooks.deliveries set status = 'SENDING', lease_owner = 'd', lease_token = gen_random_uuid(),
+                                                 lease_until = next_attempt_at, last_status_code = null where subscription_id = 9101$$,
+    'a SENDING row with its lease passes (a null status code passes, as in any CHECK)');
+select throws_code($$update webhooks.deliveries set lease_owner = null where subscription_id = 9101$$, 'CHECK_VIOLATION',
+    'a SENDING row keeps its whole lease');
+select throws_code($$update webhooks.deliveries set status = 'DELIVERED', next_attempt_at = null, lease_owner = null, lease_token = null,
+                                                    lease_until = null, finished_at = now() where subscription_id = 9101$$,
+    'CHECK_VIOLATION', 'a DELIVERED row has delivered_at');
+select throws_code($$update webhooks.deliveries set status = 'FAILED', next_attempt_at = null, lease_owner = null, lease_token = null,
+                                                    lease_until = null where subscription_id = 9101$$,
+    'CHECK_VIOLATION', 'a finished row has finished_at');
+select throws_code($$update webhooks.deliveries set last_status_code = 99 where subscription_id = 9101$$, 'CHECK_VIOLATION',
+    'a status code is 100-599');
+select throws_code($$insert into webhooks.events (event_type, aggregate_type, aggregate_id, idempotency_key, occurred_at, body)
+                    values ('order.confirmed', 'order', 1, 'tap:array', now(), '[]')$$, 'CHECK_VIOLATION', 'a stored payload is an object');
+select throws_code($$insert into webhooks.events (event_type, aggregate_type, aggregate_id, idempotency_key, occurred_at, body, data)
+                    values ('order.confirmed', 'order', 1, 'tap:both', now(), '{}', '{}')$$, 'CHECK_VIOLATION', 'a payload or data, not both');
+select throws_code($$insert into webhooks.events (event_type, aggregate_type, aggregate_id, idempotency_key, occurred_at, data, shape)
+                    values ('order.confirmed', 'order', 1, 'tap:shape', now(), '{}', 1)$$, 'CHECK_VIOLATION',
+    'data with a shape is positional (an array)');
 
 -- Privileges: secrets are nobody's; the dispatcher executes its functions only
 select is_empty($$select r from unnest(array['anon', 'admin', 'platform_admin', 'service', 'agent', 'dispatcher', 'authenticator']) r
@@ -73,10 +106,10 @@ select is_empty($$select r from unnest(array['anon', 'admin', 'platform_admin', 
     'no request role and not the dispatcher can read webhooks.secrets');
 select is_empty($$select c.relname from pg_class c
                    where c.relnamespace = 'webhooks'::regnamespace and c.relkind in ('r', 'v')
-                     and ((has_table_privilege('dispatcher', c.oid, 'select') and c.relname <> 'wakeup')
+                     and (has_table_privilege('dispatcher', c.oid, 'select')
                           or has_table_privilege('dispatcher', c.oid, 'update')
                           or has_table_privilege('dispatcher', c.oid, 'insert') or has_table_privilege('dispatcher', c.oid, 'delete'))$$,
-    'the dispatcher has no privilege on any webhooks table but reading the wake-up flag (its requeues commit PENDING rows)');
+    'the dispatcher has no privilege on any webhooks table (its functions read and write for it; since 0018 not even the wake-up flag)');
 select set_eq($$select p.proname::text from pg_proc p
                  where p.pronamespace = 'webhooks'::regnamespace and has_function_privilege('dispatcher', p.oid, 'execute')$$,
     array['claim_deliveries', 'record_attempt', 'release_deliveries', 'heartbeat', 'arm_wakeup', 'next_due_at',
@@ -96,10 +129,10 @@ select is_empty($$select p.oid::regprocedure::text from pg_proc p
                               and p.proname <> 'wake_dispatcher'))$$,
     'no request role executes a webhooks function directly, but wake_dispatcher (what their commits call when a dispatcher waits: a spurious wake-up at worst)');
 select is_empty($$select c.relname from pg_class c
-                   where c.relnamespace = 'webhooks'::regnamespace and c.relkind in ('r', 'v') and c.relname <> 'wakeup'
+                   where c.relnamespace = 'webhooks'::regnamespace and c.relkind in ('r', 'v')
                      and (has_table_privilege('anon', c.oid, 'select') or has_table_privilege('service', c.oid, 'select')
                           or has_table_privilege('agent', c.oid, 'select'))$$,
-    'service, agent and anon read no webhooks table but the wake-up flag');
+    'service, agent and anon read no webhooks table (since 0018 the wake-up flag is read by the writer, the owner)');
 select is_empty($$select c.relname from pg_class c
                    where c.relnamespace = 'api'::regnamespace and c.relname like 'webhook%'
                      and (has_table_privilege('service', c.oid, 'select') or has_table_privilege('agent', c.oid, 'select')

@@ -8,11 +8,13 @@
 -- Wake-up ("notify only when it matters"): NOTIFY takes a cluster-wide lock at commit and serialises
 -- every committing transaction that sent one (bench/outbox.py measured it). So a commit notifies only
 -- when a dispatcher has said it is idle (webhooks.arm_wakeup sets webhooks.wakeup.armed); the first
--- commit with new PENDING work disarms the flag and notifies, every other commit only reads one row.
--- The check runs in a deferred constraint trigger, i.e. at COMMIT; a commit that checked just before
--- a dispatcher armed is still flushing its commit record for a while (milliseconds under load), so
--- the dispatcher waits for every transaction running after its arm to end (webhooks.await_committing,
--- sql/230) before it reads next_due_at: such a row is seen, never left to the 30 s sweep.
+-- commit with new PENDING work disarms the flag and notifies, every other write only reads one row.
+-- The flag is read as each PENDING row is written (since 0018: the WHEN clause of a deferred
+-- constraint trigger, which is queued - and disarms and notifies at COMMIT - only if it was armed).
+-- The writing transaction holds a transaction id by then (its row is written), so a transaction
+-- that read the flag just before a dispatcher armed is still running when the dispatcher waits for
+-- every transaction holding an id to end (webhooks.await_committing, sql/230) before it reads
+-- next_due_at: such a row is seen, never left to the 30 s sweep.
 -- Channel: webhooks, empty payload.
 -- =================================================================================================
 
@@ -309,8 +311,8 @@ as $$
 -- (empty payload). SKIP LOCKED: the others committing at that moment do not queue behind its row
 -- lock - the one holding it notifies for all of them. Measured (bench/outbox.py, 32 clients, a
 -- dispatcher re-arming at once after each wake-up): with a plain UPDATE a third of the time went to
--- Lock:tuple waits behind the disarming transaction. SECURITY DEFINER: request roles may read the
--- flag, not write it. Called by anyone, the worst it does is one spurious wake-up.
+-- Lock:tuple waits behind the disarming transaction. SECURITY DEFINER: the committing request roles
+-- may neither read nor write the flag. Called by anyone, the worst it does is one spurious wake-up.
 begin
     update webhooks.wakeup w set armed = false
      where w.id = (select x.id from webhooks.wakeup x where x.id and x.armed for update skip locked);
@@ -322,38 +324,46 @@ $$;
 comment on function webhooks.wake_dispatcher() is
     'Disarm the wake-up and NOTIFY webhooks, unless another committing transaction is doing it.';
 
+create function webhooks.dispatcher_armed()
+returns boolean
+language plpgsql
+stable
+as $$
+-- Read by the wake-up trigger's WHEN clause as each PENDING row is written, i.e. as the writer: the
+-- owner, inside the SECURITY DEFINER functions that alone write deliveries. PL/pgSQL: its query's
+-- plan is kept for the session (a SQL function's would be planned on every statement).
+begin
+    return (select w.armed from webhooks.wakeup w where w.id);
+end
+$$;
+comment on function webhooks.dispatcher_armed() is 'Whether a dispatcher went idle and waits for NOTIFY webhooks (the wake-up flag).';
+
 create function webhooks.tg_deliveries__wake()
 returns trigger
 language plpgsql
 as $$
--- Deferred to COMMIT, so it runs as whoever is current then - the request role, once the
--- SECURITY DEFINER api function has returned (or the dispatcher, requeueing a retry). Common case:
--- nobody is armed, one read of one row, no lock, no NOTIFY. Neither SECURITY DEFINER nor SET
--- (every name qualified): each costs every emitting transaction a user switch and a GUC save and
--- restore at commit (~25 us measured, 0015.outbox_positional); the roles that commit business
--- transactions may read the flag instead (grants below) and call webhooks.wake_dispatcher only when
--- a dispatcher is armed.
+-- Queued only when a dispatcher was armed as the row was written (the trigger's WHEN clause), and
+-- deferred to COMMIT, so it runs as whoever is current then - the request role, once the SECURITY
+-- DEFINER api function has returned (or the dispatcher, requeueing a retry). Neither SECURITY
+-- DEFINER nor SET; webhooks.wake_dispatcher is, and disarms + notifies unless another committing
+-- transaction is doing it.
 begin
-    if (select w.armed from webhooks.wakeup w where w.id) then
-        perform webhooks.wake_dispatcher();
-    end if;
+    perform webhooks.wake_dispatcher();
     return null;
 end
 $$;
 comment on function webhooks.tg_deliveries__wake() is
     'Trigger (deferred): NOTIFY webhooks at commit when new PENDING work meets an idle, armed dispatcher.';
--- The roles whose transactions write PENDING deliveries: every request role that can change a
--- business row (through the api functions) and the dispatcher (retries). anon changes nothing.
--- (service and agent get USAGE on the schema in sql/820, after the admins.)
-grant select on webhooks.wakeup to admin, platform_admin, service, agent, dispatcher;
-create policy committers_read on webhooks.wakeup for select to admin, platform_admin, service, agent, dispatcher using (true);
-comment on policy committers_read on webhooks.wakeup is 'The deferred wake-up trigger reads the flag as the committing role.';
+-- The roles whose transactions write PENDING deliveries commit them, so they run the deferred trigger:
+-- every request role that can change a business row (through the api functions) and the dispatcher
+-- (retries). anon changes nothing. (service and agent get USAGE on the schema in sql/820.)
 grant execute on function webhooks.wake_dispatcher() to admin, platform_admin, service, agent, dispatcher;
 create constraint trigger _900_wake_dispatcher
     after insert or update of status on webhooks.deliveries
     deferrable initially deferred
     for each row
-    when (new.status = 'PENDING')
+    when (new.status = 'PENDING' and webhooks.dispatcher_armed())
     execute function webhooks.tg_deliveries__wake();
 comment on trigger _900_wake_dispatcher on webhooks.deliveries is
-    'At commit: wakes an idle dispatcher (NOTIFY webhooks) when PENDING work was added; silent otherwise.';
+    'At commit: wakes the dispatcher (NOTIFY webhooks) when PENDING work was added while it was armed; nothing is queued otherwise.';
+

@@ -7,8 +7,8 @@
 -- =================================================================================================
 
 grant usage on schema webhooks to admin, platform_admin;
--- service and agent commit business transactions, whose deferred wake-up trigger reads
--- webhooks.wakeup as them (sql/210): the schema's name, that flag and webhooks.wake_dispatcher only.
+-- service and agent commit business transactions, whose deferred wake-up trigger calls
+-- webhooks.wake_dispatcher as them (sql/210): the schema's name and that function only.
 grant usage on schema webhooks to service, agent;
 grant select on webhooks.subscriptions, webhooks.events, webhooks.deliveries, webhooks.attempts,
                 webhooks.dispatchers, webhooks.event_types
