@@ -122,9 +122,12 @@ stable
 as $$
 -- Read by the wake-up trigger's WHEN clause as each PENDING row is written, i.e. as the writer: the
 -- owner, inside the SECURITY DEFINER functions that alone write deliveries. PL/pgSQL: its query's
--- plan is kept for the session (a SQL function's would be planned on every statement).
+-- plan is kept for the session (a SQL function's would be planned on every statement). No WHERE:
+-- the table holds one row (wakeup_single_row_check and its key), and a sequential scan locks only
+-- the table - the business transaction has used up its 16 fast-path lock slots by then, so every
+-- relation it locks more goes through the shared lock table (LWLock:LockManager at 32 clients).
 begin
-    return (select w.armed from webhooks.wakeup w where w.id);
+    return (select w.armed from webhooks.wakeup w);
 end
 $$;
 comment on function webhooks.dispatcher_armed() is 'Whether a dispatcher went idle and waits for NOTIFY webhooks (the wake-up flag).';
