@@ -227,6 +227,91 @@ One agent over [from, to) (UTC dates, default the last 30 days): assignments by 
 grant execute on function api.agent_metrics(text, text, text) to admin, platform_admin, agent;
 
 -- -------------------------------------------------------------------------------------------------
+-- Leaderboards ranked at request time (the default request reads its ranks from metrics.leaderboard)
+-- -------------------------------------------------------------------------------------------------
+
+create function metrics.leaderboard_ranked(
+    p_window integer, p_agents bigint[], p_from date, p_to date, p_sort text, p_order text, p_min integer,
+    p_offset bigint, p_limit integer, out total bigint, out items json
+)
+returns record
+language plpgsql
+stable
+set search_path = ''
+-- One generic plan, kept for the session: each source below is gated by a one-time filter on the
+-- arguments (only the requested one runs) and has its own index condition, without an OR. A custom
+-- plan per call (what plancache picks for a UNION of gated branches, or EXECUTE) cost ~0.5 ms.
+set plan_cache_mode = 'force_generic_plan'
+as $$
+-- A leaderboard page ranked at request time: a standard window with a zip code or another
+-- threshold (metrics.leaderboard's totals), or a zip code over another period (metrics.agent_daily
+-- live). rank() gives ties one rank; rate rankings list only agents with at least p_min finished
+-- (success) or delivered (on time, speed) assignments.
+begin
+    with src as (
+        select l.agent_id, l.accepted, l.delivered, l.on_time, l.failed, l.cancelled, l.delivery_us
+          from metrics.leaderboard l
+         where p_window is not null and p_agents is not null and l.window_days = p_window and l.agent_id = any (p_agents)
+        union all
+        select l.agent_id, l.accepted, l.delivered, l.on_time, l.failed, l.cancelled, l.delivery_us
+          from metrics.leaderboard l
+         where p_window is not null and p_agents is null and l.window_days = p_window
+        union all
+        -- a zip code over another period: one primary-key range per agent of the zip code (the
+        -- planner, asked for agent_id = any, prefers the (day) index and filters every agent's rows
+        -- of the period)
+        select z.agent_id, s.accepted, s.delivered, s.on_time, s.failed, s.cancelled, s.delivery_us
+          from unnest(p_agents) z (agent_id)
+         cross join lateral (
+               select sum(a.accepted)::integer as accepted, sum(a.delivered)::integer as delivered,
+                      sum(a.on_time)::integer as on_time, sum(a.failed)::integer as failed,
+                      sum(a.cancelled)::integer as cancelled, sum(a.delivery_us)::bigint as delivery_us
+                 from metrics.agent_daily a
+                where a.agent_id = z.agent_id and a.day >= p_from and a.day < p_to
+               having count(*) > 0) s
+         where p_window is null
+    ), scored as (
+        select s.*,
+               case p_sort when 'deliveries' then s.delivered::numeric
+                           when 'success_rate' then s.delivered::numeric / nullif(s.delivered + s.failed, 0)
+                           when 'on_time_rate' then s.on_time::numeric / nullif(s.delivered, 0)
+                           else s.delivery_us::numeric / nullif(s.delivered, 0) end as v
+          from src s
+         where case p_sort when 'deliveries' then true
+                           when 'success_rate' then s.delivered + s.failed >= p_min
+                           else s.delivered >= p_min end
+    ), top as (
+        -- rank() needs only the rows before the page: the first offset + limit in rank order
+        -- (a top-N sort), not a sort and two window passes over every agent of the period
+        select t.*, rank() over (order by t.k) as rnk
+          from (select r.*, case when p_order = 'desc' then -r.v else r.v end as k
+                  from scored r
+                 order by k, r.agent_id
+                 limit p_offset + p_limit) t
+    ), page as (
+        select t.* from top t
+         order by t.k, t.agent_id
+        offset p_offset
+    )
+    select (select count(*) from scored),
+           coalesce((
+               select json_agg(json_build_object(
+                          'rank', p.rnk, 'agentId', p.agent_id, 'name', d.name,
+                          'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
+                          'cancelled', p.cancelled, 'onTime', p.on_time,
+                          'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
+                          'onTimeRate', metrics.rate(p.on_time, p.delivered),
+                          'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
+                      order by p.rnk, p.agent_id)
+                 from page p left join core.delivery_agents d on d.id = p.agent_id), '[]')
+      into total, items;
+end
+$$;
+comment on function metrics.leaderboard_ranked(integer, bigint[], date, date, text, text, integer, bigint, integer) is 'A leaderboard page and its total ranked at request time: a standard window with a zip code or another threshold, or a zip code over another period.';
+grant execute on function metrics.leaderboard_ranked(integer, bigint[], date, date, text, text, integer, bigint, integer)
+    to admin, platform_admin;
+
+-- -------------------------------------------------------------------------------------------------
 -- GET /rpc/agent_leaderboard?from&to&zip_code&sort_by&sort_order&page&page_size&min_deliveries
 -- -------------------------------------------------------------------------------------------------
 
@@ -255,6 +340,10 @@ declare
     v_window integer;
     v_as_of timestamptz;
     v_zip_agents bigint[];
+    v_key text;
+    v_offset bigint;
+    v_ids bigint[];
+    v_ranks integer[];
     v_items json;
     v_total bigint;
     v_result json;
@@ -271,7 +360,8 @@ begin
     select w.window_days into v_window
       from metrics.windows(v_to - 1) w
      where w.d_from = v_from
-       and (select l.d_from from metrics.leaderboard l where l.window_days = w.window_days limit 1) = v_from;
+       and (select l.d_from from metrics.leaderboard l where l.window_days = w.window_days
+             order by l.agent_id limit 1) = v_from;  -- the order: the (window_days, agent_id) key, not a scan
     if v_window is not null then
         v_as_of := metrics.as_of('leaderboard');
         perform metrics.set_cache_control(metrics.seconds_to_refresh('leaderboard'));
@@ -280,25 +370,79 @@ begin
         perform metrics.set_cache_control(0);
     end if;
     if v_window is not null and v_zip is null and v_min = 5 then
-        -- The default request: the ranks are in the view, the page comes from its index.
-        execute format(
-            $q$select coalesce(json_agg(json_build_object(
-                       'rank', p.rnk, 'agentId', p.agent_id, 'name', d.name,
-                       'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
-                       'cancelled', p.cancelled, 'onTime', p.on_time,
-                       'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
-                       'onTimeRate', metrics.rate(p.on_time, p.delivered),
-                       'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
-                   order by p.rnk, p.agent_id), '[]')
-                 from (select l.*, l.%1$I as rnk from metrics.leaderboard l
-                        where l.window_days = $1 and l.%1$I is not null
-                        order by l.%1$I, l.agent_id offset $2 limit $3) p
-                 left join core.delivery_agents d on d.id = p.agent_id$q$,
-            'rank_' || v_sort || '_' || v_order)
-          into v_items using v_window, (v_page - 1)::bigint * v_limit, v_limit;
-        execute format('select count(*) from metrics.leaderboard l where l.window_days = $1 and l.%1$I is not null',
-                       'rank_' || v_sort || '_' || v_order)
-          into v_total using v_window;
+        -- The default request: the ranks and each ranking's length are in the view, the page is a
+        -- range of its ranking's index. Static SQL, one statement per ranking, each planned once per
+        -- session (EXECUTE planned it on every call; one UNION of the eight was planned per call too).
+        v_key := v_sort || '_' || v_order;
+        v_offset := (v_page - 1)::bigint * v_limit;
+        if v_key = 'deliveries_desc' then
+            select array_agg(x.agent_id), array_agg(x.rnk) into v_ids, v_ranks
+              from (select l.agent_id, l.rank_deliveries_desc as rnk from metrics.leaderboard l
+                     where l.window_days = v_window and l.rank_deliveries_desc is not null
+                     order by l.rank_deliveries_desc, l.agent_id offset v_offset limit v_limit) x;
+        elsif v_key = 'deliveries_asc' then
+            select array_agg(x.agent_id), array_agg(x.rnk) into v_ids, v_ranks
+              from (select l.agent_id, l.rank_deliveries_asc as rnk from metrics.leaderboard l
+                     where l.window_days = v_window and l.rank_deliveries_asc is not null
+                     order by l.rank_deliveries_asc, l.agent_id offset v_offset limit v_limit) x;
+        elsif v_key = 'success_rate_desc' then
+            select array_agg(x.agent_id), array_agg(x.rnk) into v_ids, v_ranks
+              from (select l.agent_id, l.rank_success_rate_desc as rnk from metrics.leaderboard l
+                     where l.window_days = v_window and l.rank_success_rate_desc is not null
+                     order by l.rank_success_rate_desc, l.agent_id offset v_offset limit v_limit) x;
+        elsif v_key = 'success_rate_asc' then
+            select array_agg(x.agent_id), array_agg(x.rnk) into v_ids, v_ranks
+              from (select l.agent_id, l.rank_success_rate_asc as rnk from metrics.leaderboard l
+                     where l.window_days = v_window and l.rank_success_rate_asc is not null
+                     order by l.rank_success_rate_asc, l.agent_id offset v_offset limit v_limit) x;
+        elsif v_key = 'on_time_rate_desc' then
+            select array_agg(x.agent_id), array_agg(x.rnk) into v_ids, v_ranks
+              from (select l.agent_id, l.rank_on_time_rate_desc as rnk from metrics.leaderboard l
+                     where l.window_days = v_window and l.rank_on_time_rate_desc is not null
+                     order by l.rank_on_time_rate_desc, l.agent_id offset v_offset limit v_limit) x;
+        elsif v_key = 'on_time_rate_asc' then
+            select array_agg(x.agent_id), array_agg(x.rnk) into v_ids, v_ranks
+              from (select l.agent_id, l.rank_on_time_rate_asc as rnk from metrics.leaderboard l
+                     where l.window_days = v_window and l.rank_on_time_rate_asc is not null
+                     order by l.rank_on_time_rate_asc, l.agent_id offset v_offset limit v_limit) x;
+        elsif v_key = 'avg_delivery_minutes_desc' then
+            select array_agg(x.agent_id), array_agg(x.rnk) into v_ids, v_ranks
+              from (select l.agent_id, l.rank_avg_delivery_minutes_desc as rnk from metrics.leaderboard l
+                     where l.window_days = v_window and l.rank_avg_delivery_minutes_desc is not null
+                     order by l.rank_avg_delivery_minutes_desc, l.agent_id offset v_offset limit v_limit) x;
+        elsif v_key = 'avg_delivery_minutes_asc' then
+            select array_agg(x.agent_id), array_agg(x.rnk) into v_ids, v_ranks
+              from (select l.agent_id, l.rank_avg_delivery_minutes_asc as rnk from metrics.leaderboard l
+                     where l.window_days = v_window and l.rank_avg_delivery_minutes_asc is not null
+                     order by l.rank_avg_delivery_minutes_asc, l.agent_id offset v_offset limit v_limit) x;
+        end if;
+        select coalesce(json_agg(json_build_object(
+                   'rank', u.rnk, 'agentId', u.agent_id, 'name', d.name,
+                   'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
+                   'cancelled', p.cancelled, 'onTime', p.on_time,
+                   'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
+                   'onTimeRate', metrics.rate(p.on_time, p.delivered),
+                   'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
+               order by u.n), '[]')
+          into v_items
+          from unnest(v_ids, v_ranks) with ordinality u (agent_id, rnk, n)
+          join metrics.leaderboard p on p.window_days = v_window and p.agent_id = u.agent_id
+          left join core.delivery_agents d on d.id = u.agent_id;
+        select (case v_sort when 'deliveries' then l.window_agents when 'success_rate' then l.window_rated_success
+                            else l.window_rated_delivered end)::bigint
+          into v_total
+          from metrics.leaderboard l where l.window_days = v_window order by l.agent_id limit 1;
+        return json_build_object(
+            'asOf', v_as_of, 'from', v_from, 'to', v_to, 'zipCode', v_zip, 'sortBy', v_sort,
+            'sortOrder', v_order, 'minDeliveries', v_min, 'page', v_page, 'limit', v_limit,
+            'total', v_total, 'items', v_items);
+    end if;
+    if v_window is null and v_zip is null then
+        -- Any other period, all zip codes: two rows of metrics.agent_running_totals subtracted
+        -- instead of summing every agent-day row of the period (sql/315).
+        select l.total, l.items into v_total, v_items
+          from metrics.leaderboard_over_period(v_from, v_to, v_sort, v_order, v_min,
+                                               (v_page - 1)::bigint * v_limit, v_limit) l;
         return json_build_object(
             'asOf', v_as_of, 'from', v_from, 'to', v_to, 'zipCode', v_zip, 'sortBy', v_sort,
             'sortOrder', v_order, 'minDeliveries', v_min, 'page', v_page, 'limit', v_limit,
@@ -308,69 +452,9 @@ begin
         -- Agents serving the zip code (GIN on serviceable_zip_codes): a small set to rank among.
         v_zip_agents := array(select d.id from core.delivery_agents d where d.serviceable_zip_codes @> array[v_zip]);
     end if;
-    -- EXECUTE: each shape gets its own statement, planned with its values, so the zip-code filter is
-    -- an index condition (the view's (window_days, agent_id) key, or agent_daily's (agent_id, day))
-    -- instead of a filter over every agent of the period behind a generic plan's OR.
-    execute format(
-        $q$with src as (%s
-        ), scored as (
-            select s.*,
-                   case $5 when 'deliveries' then s.delivered::numeric
-                           when 'success_rate' then s.delivered::numeric / nullif(s.delivered + s.failed, 0)
-                           when 'on_time_rate' then s.on_time::numeric / nullif(s.delivered, 0)
-                           else s.delivery_us::numeric / nullif(s.delivered, 0) end as v
-              from src s
-             where case $5 when 'deliveries' then true
-                           when 'success_rate' then s.delivered + s.failed >= $6
-                           else s.delivered >= $6 end
-        ), top as (
-            -- rank() needs only the rows before the page: the first offset + limit in rank order
-            -- (a top-N sort), not a sort and two window passes over every agent of the period
-            select t.*, rank() over (order by t.k) as rnk
-              from (select r.*, case when $7 = 'desc' then -r.v else r.v end as k
-                      from scored r
-                     order by k, r.agent_id
-                     limit $8 + $9) t
-        ), page as (
-            select t.* from top t
-             order by t.k, t.agent_id
-             offset $8
-        )
-        select (select count(*) from scored),
-               coalesce((
-                   select json_agg(json_build_object(
-                              'rank', p.rnk, 'agentId', p.agent_id, 'name', d.name,
-                              'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
-                              'cancelled', p.cancelled, 'onTime', p.on_time,
-                              'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
-                              'onTimeRate', metrics.rate(p.on_time, p.delivered),
-                              'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
-                          order by p.rnk, p.agent_id)
-                     from page p left join core.delivery_agents d on d.id = p.agent_id), '[]')$q$,
-        case when v_window is not null then
-            'select l.agent_id, l.accepted, l.delivered, l.on_time, l.failed, l.cancelled, l.delivery_us
-               from metrics.leaderboard l where l.window_days = $1'
-             || case when v_zip is not null then ' and l.agent_id = any ($2)' else '' end
-        when v_zip is not null then
-            -- one primary-key range per agent of the zip code (the planner, asked for agent_id = any,
-            -- prefers the (day) index and filters every agent's rows of the period)
-            'select z.agent_id, s.accepted, s.delivered, s.on_time, s.failed, s.cancelled, s.delivery_us
-               from unnest($2) z (agent_id)
-              cross join lateral (
-                    select sum(a.accepted)::integer as accepted, sum(a.delivered)::integer as delivered,
-                           sum(a.on_time)::integer as on_time, sum(a.failed)::integer as failed,
-                           sum(a.cancelled)::integer as cancelled, sum(a.delivery_us)::bigint as delivery_us
-                      from metrics.agent_daily a
-                     where a.agent_id = z.agent_id and a.day >= $3 and a.day < $4
-                    having count(*) > 0) s'
-        else
-            'select a.agent_id, sum(a.accepted)::integer as accepted, sum(a.delivered)::integer as delivered,
-                    sum(a.on_time)::integer as on_time, sum(a.failed)::integer as failed,
-                    sum(a.cancelled)::integer as cancelled, sum(a.delivery_us)::bigint as delivery_us
-               from metrics.agent_daily a where a.day >= $3 and a.day < $4 group by a.agent_id'
-        end)
-      into v_total, v_items
-      using v_window, v_zip_agents, v_from, v_to, v_sort, v_min, v_order, (v_page - 1)::bigint * v_limit, v_limit;
+    select l.total, l.items into v_total, v_items
+      from metrics.leaderboard_ranked(v_window, v_zip_agents, v_from, v_to, v_sort, v_order, v_min,
+                                      (v_page - 1)::bigint * v_limit, v_limit) l;
     v_result := json_build_object(
         'asOf', v_as_of, 'from', v_from, 'to', v_to, 'zipCode', v_zip, 'sortBy', v_sort,
         'sortOrder', v_order, 'minDeliveries', v_min, 'page', v_page, 'limit', v_limit,
@@ -434,10 +518,12 @@ grant execute on function api.geographic_coverage(text, text, text) to admin, pl
 -- GET /rpc/sla_summary?from&to&zip_code&agent_id
 -- -------------------------------------------------------------------------------------------------
 
+-- STABLE, not IMMUTABLE: json_build_object is stable, and an IMMUTABLE SQL function whose body is
+-- not is never inlined: it was called (and planned) once per day of the series (~13 us a day).
 create function metrics.sla_day(p_day date, p_delivered bigint, p_on_time bigint, p_minutes float8[])
 returns json
 language sql
-immutable
+stable
 as $$
     select json_build_object('day', p_day, 'delivered', coalesce(p_delivered, 0), 'onTime', coalesce(p_on_time, 0),
                              'breached', coalesce(p_delivered - p_on_time, 0),
@@ -651,7 +737,7 @@ as $$
       from metrics.refresh(refresh_metrics.view, 'api') r
 $$;
 comment on function api.refresh_metrics(text) is $$Refresh metrics views now
-view: leaderboard, sla_summary or geographic_coverage (all when omitted). Answers each view's new as-of and the refresh's duration.$$;
+view: leaderboard, sla_summary, geographic_coverage or agent_running_totals (all when omitted). Answers each view's new as-of and the refresh's duration.$$;
 grant execute on function api.refresh_metrics(text) to admin, platform_admin;
 
 create function api.health_metrics()
