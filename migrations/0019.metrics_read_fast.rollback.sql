@@ -17,7 +17,6 @@ begin
 end
 $jobs$;
 drop function metrics.leaderboard_over_period(date, date, text, text, integer, bigint, integer);
-drop function metrics.leaderboard_ranked(integer, bigint[], date, date, text, text, integer, bigint, integer);
 delete from metrics.refresh_log where view_name = 'agent_running_totals';
 delete from metrics.views where name = 'agent_running_totals';
 drop materialized view metrics.agent_running_totals;

@@ -352,86 +352,6 @@ end
 $jobs$;
 
 -- ---- the endpoints (sql/830_api_metrics.sql) ----
-create function metrics.leaderboard_ranked(
-    p_window integer, p_agents bigint[], p_from date, p_to date, p_sort text, p_order text, p_min integer,
-    p_offset bigint, p_limit integer, out total bigint, out items json
-)
-returns record
-language plpgsql
-stable
-set search_path = ''
--- One generic plan, kept for the session: each source below is gated by a one-time filter on the
--- arguments (only the requested one runs) and has its own index condition, without an OR. A custom
--- plan per call (what plancache picks for a UNION of gated branches, or EXECUTE) cost ~0.5 ms.
-set plan_cache_mode = 'force_generic_plan'
-as $$
--- A leaderboard page ranked at request time: a standard window with a zip code or another
--- threshold (metrics.leaderboard's totals), or a zip code over another period (metrics.agent_daily
--- live). rank() gives ties one rank; rate rankings list only agents with at least p_min finished
--- (success) or delivered (on time, speed) assignments.
-begin
-    with src as (
-        select l.agent_id, l.accepted, l.delivered, l.on_time, l.failed, l.cancelled, l.delivery_us
-          from metrics.leaderboard l
-         where p_window is not null and p_agents is not null and l.window_days = p_window and l.agent_id = any (p_agents)
-        union all
-        select l.agent_id, l.accepted, l.delivered, l.on_time, l.failed, l.cancelled, l.delivery_us
-          from metrics.leaderboard l
-         where p_window is not null and p_agents is null and l.window_days = p_window
-        union all
-        -- a zip code over another period: one primary-key range per agent of the zip code (the
-        -- planner, asked for agent_id = any, prefers the (day) index and filters every agent's rows
-        -- of the period)
-        select z.agent_id, s.accepted, s.delivered, s.on_time, s.failed, s.cancelled, s.delivery_us
-          from unnest(p_agents) z (agent_id)
-         cross join lateral (
-               select sum(a.accepted)::integer as accepted, sum(a.delivered)::integer as delivered,
-                      sum(a.on_time)::integer as on_time, sum(a.failed)::integer as failed,
-                      sum(a.cancelled)::integer as cancelled, sum(a.delivery_us)::bigint as delivery_us
-                 from metrics.agent_daily a
-                where a.agent_id = z.agent_id and a.day >= p_from and a.day < p_to
-               having count(*) > 0) s
-         where p_window is null
-    ), scored as (
-        select s.*,
-               case p_sort when 'deliveries' then s.delivered::numeric
-                           when 'success_rate' then s.delivered::numeric / nullif(s.delivered + s.failed, 0)
-                           when 'on_time_rate' then s.on_time::numeric / nullif(s.delivered, 0)
-                           else s.delivery_us::numeric / nullif(s.delivered, 0) end as v
-          from src s
-         where case p_sort when 'deliveries' then true
-                           when 'success_rate' then s.delivered + s.failed >= p_min
-                           else s.delivered >= p_min end
-    ), top as (
-        -- rank() needs only the rows before the page: the first offset + limit in rank order
-        -- (a top-N sort), not a sort and two window passes over every agent of the period
-        select t.*, rank() over (order by t.k) as rnk
-          from (select r.*, case when p_order = 'desc' then -r.v else r.v end as k
-                  from scored r
-                 order by k, r.agent_id
-                 limit p_offset + p_limit) t
-    ), page as (
-        select t.* from top t
-         order by t.k, t.agent_id
-        offset p_offset
-    )
-    select (select count(*) from scored),
-           coalesce((
-               select json_agg(json_build_object(
-                          'rank', p.rnk, 'agentId', p.agent_id, 'name', d.name,
-                          'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
-                          'cancelled', p.cancelled, 'onTime', p.on_time,
-                          'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
-                          'onTimeRate', metrics.rate(p.on_time, p.delivered),
-                          'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
-                      order by p.rnk, p.agent_id)
-                 from page p left join core.delivery_agents d on d.id = p.agent_id), '[]')
-      into total, items;
-end
-$$;
-comment on function metrics.leaderboard_ranked(integer, bigint[], date, date, text, text, integer, bigint, integer) is 'A leaderboard page and its total ranked at request time: a standard window with a zip code or another threshold, or a zip code over another period.';
-grant execute on function metrics.leaderboard_ranked(integer, bigint[], date, date, text, text, integer, bigint, integer)
-    to admin, platform_admin;
 create or replace function api.agent_leaderboard(
     "from" text default null, "to" text default null, zip_code text default null,
     sort_by text default null, sort_order text default null, page text default null,
@@ -569,9 +489,65 @@ begin
         -- Agents serving the zip code (GIN on serviceable_zip_codes): a small set to rank among.
         v_zip_agents := array(select d.id from core.delivery_agents d where d.serviceable_zip_codes @> array[v_zip]);
     end if;
-    select l.total, l.items into v_total, v_items
-      from metrics.leaderboard_ranked(v_window, v_zip_agents, v_from, v_to, v_sort, v_order, v_min,
-                                      (v_page - 1)::bigint * v_limit, v_limit) l;
+    -- EXECUTE: each shape gets its own statement, planned with its values, so the zip-code filter is
+    -- an index condition (the view's (window_days, agent_id) key, or agent_daily's (agent_id, day))
+    -- instead of a filter over every agent of the period behind a generic plan's OR.
+    execute format(
+        $q$with src as (%s
+        ), scored as (
+            select s.*,
+                   case $5 when 'deliveries' then s.delivered::numeric
+                           when 'success_rate' then s.delivered::numeric / nullif(s.delivered + s.failed, 0)
+                           when 'on_time_rate' then s.on_time::numeric / nullif(s.delivered, 0)
+                           else s.delivery_us::numeric / nullif(s.delivered, 0) end as v
+              from src s
+             where case $5 when 'deliveries' then true
+                           when 'success_rate' then s.delivered + s.failed >= $6
+                           else s.delivered >= $6 end
+        ), top as (
+            -- rank() needs only the rows before the page: the first offset + limit in rank order
+            -- (a top-N sort), not a sort and two window passes over every agent of the period
+            select t.*, rank() over (order by t.k) as rnk
+              from (select r.*, case when $7 = 'desc' then -r.v else r.v end as k
+                      from scored r
+                     order by k, r.agent_id
+                     limit $8 + $9) t
+        ), page as (
+            select t.* from top t
+             order by t.k, t.agent_id
+             offset $8
+        )
+        select (select count(*) from scored),
+               coalesce((
+                   select json_agg(json_build_object(
+                              'rank', p.rnk, 'agentId', p.agent_id, 'name', d.name,
+                              'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
+                              'cancelled', p.cancelled, 'onTime', p.on_time,
+                              'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
+                              'onTimeRate', metrics.rate(p.on_time, p.delivered),
+                              'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
+                          order by p.rnk, p.agent_id)
+                     from page p left join core.delivery_agents d on d.id = p.agent_id), '[]')$q$,
+        case when v_window is not null then
+            'select l.agent_id, l.accepted, l.delivered, l.on_time, l.failed, l.cancelled, l.delivery_us
+               from metrics.leaderboard l where l.window_days = $1'
+             || case when v_zip is not null then ' and l.agent_id = any ($2)' else '' end
+        else
+            -- a zip code over another period: one primary-key range per agent of the zip code (the
+            -- planner, asked for agent_id = any, prefers the (day) index and filters every agent's
+            -- rows of the period)
+            'select z.agent_id, s.accepted, s.delivered, s.on_time, s.failed, s.cancelled, s.delivery_us
+               from unnest($2) z (agent_id)
+              cross join lateral (
+                    select sum(a.accepted)::integer as accepted, sum(a.delivered)::integer as delivered,
+                           sum(a.on_time)::integer as on_time, sum(a.failed)::integer as failed,
+                           sum(a.cancelled)::integer as cancelled, sum(a.delivery_us)::bigint as delivery_us
+                      from metrics.agent_daily a
+                     where a.agent_id = z.agent_id and a.day >= $3 and a.day < $4
+                    having count(*) > 0) s'
+        end)
+      into v_total, v_items
+      using v_window, v_zip_agents, v_from, v_to, v_sort, v_min, v_order, (v_page - 1)::bigint * v_limit, v_limit;
     v_result := json_build_object(
         'asOf', v_as_of, 'from', v_from, 'to', v_to, 'zipCode', v_zip, 'sortBy', v_sort,
         'sortOrder', v_order, 'minDeliveries', v_min, 'page', v_page, 'limit', v_limit,
