@@ -73,7 +73,8 @@ def prepare(cluster, args: argparse.Namespace) -> str:
     db = "waybill_bench_metrics"
     cluster.create_database(db)
     url = cluster.url(db)
-    migrate.apply(url)
+    if not getattr(args, "no_migrate", False):
+        migrate.apply(url)
     if not args.no_seed:
         log(f"seeding {args.orders:,} orders, {args.agents:,} agents, {args.zips:,} zip codes ...")
         t0 = time.perf_counter()
@@ -100,7 +101,7 @@ def sizes(url: str) -> dict:
 def refresh_times(url: str, runs: int) -> dict:
     out = {}
     with psycopg.connect(url, autocommit=True) as conn:
-        for view in ("leaderboard", "sla_summary", "geographic_coverage"):
+        for view in ("leaderboard", "sla_summary", "geographic_coverage", "agent_running_totals"):
             ms = [
                 float(
                     conn.execute("select duration_ms from metrics.refresh(%s, 'bench')", [view]).fetchone()[0]
@@ -302,6 +303,72 @@ def http_bench(cluster, db: str, args: argparse.Namespace) -> dict:
     return results
 
 
+def server_times(url: str, plan: dict[str, tuple[str, str | None]], calls: int) -> dict:
+    """Each endpoint's function called in the database as admin (no HTTP, no gateway): wall time and
+    the backend's CPU per call (/proc), interleaved with api.health_db() in 4 rounds."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    def sql_call(target: str) -> tuple[str, list[str]]:
+        parts = urlsplit(target)
+        fn = parts.path.rsplit("/", 1)[1]
+        args = parse_qsl(parts.query)
+        named = ", ".join(f'"{k}" => %s' for k, _ in args)
+        return f"select api.{fn}({named})::text", [v for _, v in args]
+
+    out: dict = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        pid = conn.info.backend_pid
+        conn.execute("set role admin")
+        conn.execute("""select set_config('request.jwt.claims', '{"role": "admin"}', false)""")
+        queries = {name: sql_call(target) for name, (target, _) in plan.items()}
+        for q, a in queries.values():
+            for _ in range(5):  # warm-up: this session's plans
+                conn.execute(q, a).fetchone()
+        walls: dict[str, list[float]] = {k: [] for k in queries}
+        cpus = dict.fromkeys(queries, 0.0)
+        for _ in range(4):
+            for name, (q, a) in queries.items():
+                c0 = backend_cpu_s(pid)
+                for _ in range(max(1, calls // 4)):
+                    t0 = time.perf_counter()
+                    conn.execute(q, a).fetchone()
+                    walls[name].append((time.perf_counter() - t0) * 1000)
+                cpus[name] += backend_cpu_s(pid) - c0
+        for name in queries:
+            out[name] = {"median_ms": statistics.median(walls[name]),
+                         "cpu_ms_per_call": cpus[name] * 1000 / len(walls[name])}  # fmt: skip
+            log(f"{name:<26} in the database: median {out[name]['median_ms']:.2f} ms, "
+                f"backend CPU {out[name]['cpu_ms_per_call']:.2f} ms per call")  # fmt: skip
+    return out
+
+
+def ab_bench(cluster, db: str, args: argparse.Namespace) -> dict:
+    """The HTTP part before and after one migration on the same data, interleaved (B, A, B, A …):
+    the migration rolled back with yoyo, measured, applied again, measured."""
+    from waybill import migrate
+
+    url = cluster.url(db)
+    out: dict = {"before": [], "after": []}
+    for rnd in range(args.ab_rounds):
+        for mode in ("before", "after"):
+            with psycopg.connect(url) as conn:
+                applied = conn.execute(
+                    "select exists (select 1 from _yoyo_migration where migration_id = %s)", [args.ab]
+                ).fetchone()[0]
+            if applied != (mode == "after"):
+                t0 = time.perf_counter()
+                migrate.apply_step(url, args.ab, rollback=mode == "before")
+                log(
+                    f"{'rolled back' if mode == 'before' else 'applied'} {args.ab} in {time.perf_counter() - t0:.1f} s"
+                )
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("vacuum (analyze) metrics.leaderboard")
+            log(f"round {rnd + 1}/{args.ab_rounds}: {mode} (load average {os.getloadavg()[0]:.1f})")
+            out.setdefault(f"{mode}_server", []).append(server_times(url, targets(url), args.server_calls))
+            out[mode].append(http_bench(cluster, db, args))
+    return out
+
+
 # -- trigger CPU ------------------------------------------------------------------------------------
 def backend_cpu_s(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
@@ -385,9 +452,33 @@ def markdown(res: dict) -> str:
                          f"{r['rps']:,.0f} | {r['ratio_to_health_db']:.2f} |")  # fmt: skip
     if "refresh" in res:
         lines += ["", "| refresh | median ms |", "|---|--:|"]
-        for view in ("leaderboard", "sla_summary", "geographic_coverage"):
+        for view in ("leaderboard", "sla_summary", "geographic_coverage", "agent_running_totals"):
+            if view not in res["refresh"]:  # a run from before the view existed
+                continue
             lines.append(f"| `metrics.{view}` | {res['refresh'][view]['median_ms']:,.0f} |")
         lines.append(f"| `metrics.rebuild_rollups()` | {res['refresh']['rebuild_rollups']['ms']:,.0f} |")
+    if "ab" in res:
+        lines += [
+            "",
+            f"Before / after `{res['args']['ab']}`, {len(res['ab']['after'])} interleaved rounds (medians):",
+            "",
+            "| endpoint (GET, admin) | backend CPU ms per call (in the database) before / after "
+            "| HTTP P50 ms before / after | P95 ms before / after | ÷ health_db before / after |",
+            "|---|--:|--:|--:|--:|",
+        ]
+        for name, r in res["ab"]["after"][0].items():
+            b = [run[name] for run in res["ab"]["before"]]
+            a = [run[name] for run in res["ab"]["after"]]
+
+            def med(runs: list[dict], key: str) -> float:
+                return statistics.median(x[key] for x in runs)
+
+            bs = [run[name] for run in res["ab"]["before_server"]]
+            as_ = [run[name] for run in res["ab"]["after_server"]]
+            lines.append(f"| `{r['target']}` | {med(bs, 'cpu_ms_per_call'):.2f} / {med(as_, 'cpu_ms_per_call'):.2f} | "
+                         f"{med(b, 'p50_ms'):.2f} / {med(a, 'p50_ms'):.2f} | "
+                         f"{med(b, 'p95_ms'):.2f} / {med(a, 'p95_ms'):.2f} | "
+                         f"{med(b, 'ratio_to_health_db'):.2f} / {med(a, 'ratio_to_health_db'):.2f} |")  # fmt: skip
     if "triggers" in res:
         s = res["triggers"]["summary"]
         extra = "n/a" if s["extra_pct"] is None else f"{s['extra_pct']:+.1f} %"
@@ -414,6 +505,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--endpoints", help="with http: only the endpoints whose name contains one of these (comma-separated)"
     )
+    p.add_argument(
+        "--ab",
+        metavar="MIGRATION",
+        help="with --data-dir --only http: the HTTP part with this migration (e.g. 0019.metrics_read_fast) rolled"
+        " back (before) and applied (after), interleaved --ab-rounds times; ends applied",
+    )
+    p.add_argument("--ab-rounds", type=int, default=2)
+    p.add_argument(
+        "--server-calls", type=int, default=200, help="with --ab: calls per function in the database"
+    )
+    p.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help="with --data-dir: measure the database as it is (a migration rolled back: the before of a before/after)",
+    )
     args = p.parse_args(argv)
     started = dt.datetime.now(dt.UTC)
     with cluster_for(args) as cluster:
@@ -423,7 +529,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"sizes: {res['sizes']}")
         if args.only is None:
             res["refresh"] = refresh_times(url, args.refresh_runs)
-        if args.only in (None, "http"):
+        if args.ab:
+            res["ab"] = ab_bench(cluster, db, args)
+        elif args.only in (None, "http"):
             res["http"] = http_bench(cluster, db, args)
         if args.only in (None, "triggers"):
             res["triggers"] = trigger_cpu(url, args.transitions, args.batches)

@@ -270,13 +270,25 @@ select z.agent_id, s.delivered, s.on_time, s.failed, s.delivery_us
        having count(*) > 0) s;
 
 -- name: metrics_agents_live_period
--- serves: agent_leaderboard over a non-standard period: every agent's rows of the period, summed
+-- serves: agent_leaderboard over a non-standard period through today: every agent's rows of the days
+-- after metrics.agent_running_totals' (0019), summed
 -- expect: agent_daily_day_idx
 -- params: select metrics.utc_day(p.t_to) - 7, metrics.utc_day(p.t_to) - 6 from explain_params p where p.k = 'last_week'
 select a.agent_id, sum(a.delivered), sum(a.on_time), sum(a.failed), sum(a.delivery_us)
   from metrics.agent_daily a
  where a.day >= $1 and a.day < $2
  group by a.agent_id;
+
+-- name: metrics_running_totals_day
+-- serves: agent_leaderboard over a non-standard period, all zip codes: every agent's totals through
+-- the last day before a bound (read twice: before `to` and before `from`; 0019)
+-- expect: agent_running_totals_day_key
+-- params: select metrics.utc_day(p.t_to) - 6 from explain_params p where p.k = 'last_week'
+select r.days, r.accepted, r.delivered, r.on_time, r.failed, r.cancelled, r.delivery_us
+  from metrics.agent_running_totals r
+ where r.day > '-infinity' and r.day < $1
+ order by r.day desc
+ limit 1;
 
 -- name: metrics_coverage_window
 -- serves: the geographic_coverage view's refresh: every zip code's rows of the 30-day window

@@ -101,10 +101,17 @@ select v.window_days, v.d_from, v.d_to, v.agent_id, v.accepted, v.delivered, v.o
        case when v.rated_delivered then rank() over (partition by v.window_days, v.rated_delivered order by v.speed desc)::integer end
            as rank_avg_delivery_minutes_desc,
        case when v.rated_delivered then rank() over (partition by v.window_days, v.rated_delivered order by v.speed)::integer end
-           as rank_avg_delivery_minutes_asc
+           as rank_avg_delivery_minutes_asc,
+       -- each ranking's length (an answer's total): read from one row instead of counted per request
+       count(*) over (partition by v.window_days)::integer as window_agents,
+       (count(*) filter (where v.rated_success) over (partition by v.window_days))::integer as window_rated_success,
+       (count(*) filter (where v.rated_delivered) over (partition by v.window_days))::integer as window_rated_delivered
   from v
 with data;
 comment on materialized view metrics.leaderboard is 'Each agent''s totals and ranks (per sort, default threshold) over the standard windows (7/30/90 days); refreshed every 30 minutes.';
+comment on column metrics.leaderboard.window_agents is 'Agents in the window: the length of the deliveries rankings.';
+comment on column metrics.leaderboard.window_rated_success is 'Agents of the window with at least 5 finished assignments: the length of the success_rate rankings.';
+comment on column metrics.leaderboard.window_rated_delivered is 'Agents of the window with at least 5 deliveries: the length of the on_time_rate and avg_delivery_minutes rankings.';
 create unique index leaderboard_window_days_agent_id_key on metrics.leaderboard (window_days, agent_id);
 comment on index metrics.leaderboard_window_days_agent_id_key is 'One row per (window, agent): what REFRESH CONCURRENTLY matches rows on; serves the zip-filtered and threshold-changed rankings.';
 -- One index per ranking: the default request (a standard window, no zip code, default threshold)
@@ -301,6 +308,9 @@ returns setof metrics.refresh_log
 language plpgsql
 volatile
 set search_path = ''
+-- metrics.agent_running_totals sorts its days x agents grid twice (~800,000 rows at 1M assignments):
+-- in memory 5 s, spilled to disk with the default 4 MB 21 s (docs/performance.md, issue 11).
+set work_mem = '64MB'
 as $$
 -- Refresh one view (p_view) or all, CONCURRENTLY (readers keep reading the previous contents), and
 -- log each refresh's as-of and duration. Two refreshes of one view queue on its EXCLUSIVE lock.
@@ -326,41 +336,49 @@ end
 $$;
 comment on function metrics.refresh(text, text) is 'Refresh one metrics view or all of them concurrently and log as-of and duration.';
 
+-- The per-request helpers below are PL/pgSQL, not SQL: with a SET clause a SQL function is not
+-- inlined and is planned again on every call (~50-80 us each, issue 11 §6); PL/pgSQL keeps its plans.
 create function metrics.as_of(p_view text)
 returns timestamptz
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-    select l.as_of from metrics.refresh_log l where l.view_name = p_view order by l.as_of desc limit 1
+begin
+    return (select l.as_of from metrics.refresh_log l where l.view_name = p_view order by l.as_of desc limit 1);
+end
 $$;
 comment on function metrics.as_of(text) is 'When the data of a metrics view was computed (its latest refresh''s start).';
 grant execute on function metrics.as_of(text) to admin, platform_admin;
 
 create function metrics.seconds_to_refresh(p_view text, p_now timestamptz default null)
 returns integer
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
+begin
     -- The jobs run at minutes that are multiples of ttl ("*/ttl * * * *"), aligned on the hour, so
     -- the next run is the next multiple of ttl * 60 seconds of the Unix epoch.
-    select (v.ttl_minutes * 60 - floor(extract(epoch from coalesce(p_now, now())))::bigint % (v.ttl_minutes * 60))::integer
-      from metrics.views v where v.name = p_view
+    return (select (v.ttl_minutes * 60 - floor(extract(epoch from coalesce(p_now, now())))::bigint % (v.ttl_minutes * 60))::integer
+              from metrics.views v where v.name = p_view);
+end
 $$;
 comment on function metrics.seconds_to_refresh(text, timestamptz) is 'Seconds until the view''s next scheduled refresh (Cache-Control max-age).';
 grant execute on function metrics.seconds_to_refresh(text, timestamptz) to admin, platform_admin;
 
 create function metrics.set_cache_control(p_max_age integer)
 returns void
-language sql
+language plpgsql
 volatile
 set search_path = ''
 as $$
+begin
     -- PostgREST (and gateway/) turn response.headers into HTTP headers.
-    select set_config('response.headers',
-                      json_build_array(json_build_object('Cache-Control', 'max-age=' || greatest(p_max_age, 0)))::text,
-                      true)
+    perform set_config('response.headers',
+                       json_build_array(json_build_object('Cache-Control', 'max-age=' || greatest(p_max_age, 0)))::text,
+                       true);
+end
 $$;
 comment on function metrics.set_cache_control(integer) is 'Set the answer''s Cache-Control: max-age header (seconds).';
 grant execute on function metrics.set_cache_control(integer) to admin, platform_admin, agent;

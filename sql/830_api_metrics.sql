@@ -255,6 +255,10 @@ declare
     v_window integer;
     v_as_of timestamptz;
     v_zip_agents bigint[];
+    v_key text;
+    v_offset bigint;
+    v_ids bigint[];
+    v_ranks integer[];
     v_items json;
     v_total bigint;
     v_result json;
@@ -271,7 +275,8 @@ begin
     select w.window_days into v_window
       from metrics.windows(v_to - 1) w
      where w.d_from = v_from
-       and (select l.d_from from metrics.leaderboard l where l.window_days = w.window_days limit 1) = v_from;
+       and (select l.d_from from metrics.leaderboard l where l.window_days = w.window_days
+             order by l.agent_id limit 1) = v_from;  -- the order: the (window_days, agent_id) key, not a scan
     if v_window is not null then
         v_as_of := metrics.as_of('leaderboard');
         perform metrics.set_cache_control(metrics.seconds_to_refresh('leaderboard'));
@@ -280,25 +285,79 @@ begin
         perform metrics.set_cache_control(0);
     end if;
     if v_window is not null and v_zip is null and v_min = 5 then
-        -- The default request: the ranks are in the view, the page comes from its index.
-        execute format(
-            $q$select coalesce(json_agg(json_build_object(
-                       'rank', p.rnk, 'agentId', p.agent_id, 'name', d.name,
-                       'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
-                       'cancelled', p.cancelled, 'onTime', p.on_time,
-                       'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
-                       'onTimeRate', metrics.rate(p.on_time, p.delivered),
-                       'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
-                   order by p.rnk, p.agent_id), '[]')
-                 from (select l.*, l.%1$I as rnk from metrics.leaderboard l
-                        where l.window_days = $1 and l.%1$I is not null
-                        order by l.%1$I, l.agent_id offset $2 limit $3) p
-                 left join core.delivery_agents d on d.id = p.agent_id$q$,
-            'rank_' || v_sort || '_' || v_order)
-          into v_items using v_window, (v_page - 1)::bigint * v_limit, v_limit;
-        execute format('select count(*) from metrics.leaderboard l where l.window_days = $1 and l.%1$I is not null',
-                       'rank_' || v_sort || '_' || v_order)
-          into v_total using v_window;
+        -- The default request: the ranks and each ranking's length are in the view, the page is a
+        -- range of its ranking's index. Static SQL, one statement per ranking, each planned once per
+        -- session (EXECUTE planned it on every call; one UNION of the eight was planned per call too).
+        v_key := v_sort || '_' || v_order;
+        v_offset := (v_page - 1)::bigint * v_limit;
+        if v_key = 'deliveries_desc' then
+            select array_agg(x.agent_id), array_agg(x.rnk) into v_ids, v_ranks
+              from (select l.agent_id, l.rank_deliveries_desc as rnk from metrics.leaderboard l
+                     where l.window_days = v_window and l.rank_deliveries_desc is not null
+                     order by l.rank_deliveries_desc, l.agent_id offset v_offset limit v_limit) x;
+        elsif v_key = 'deliveries_asc' then
+            select array_agg(x.agent_id), array_agg(x.rnk) into v_ids, v_ranks
+              from (select l.agent_id, l.rank_deliveries_asc as rnk from metrics.leaderboard l
+                     where l.window_days = v_window and l.rank_deliveries_asc is not null
+                     order by l.rank_deliveries_asc, l.agent_id offset v_offset limit v_limit) x;
+        elsif v_key = 'success_rate_desc' then
+            select array_agg(x.agent_id), array_agg(x.rnk) into v_ids, v_ranks
+              from (select l.agent_id, l.rank_success_rate_desc as rnk from metrics.leaderboard l
+                     where l.window_days = v_window and l.rank_success_rate_desc is not null
+                     order by l.rank_success_rate_desc, l.agent_id offset v_offset limit v_limit) x;
+        elsif v_key = 'success_rate_asc' then
+            select array_agg(x.agent_id), array_agg(x.rnk) into v_ids, v_ranks
+              from (select l.agent_id, l.rank_success_rate_asc as rnk from metrics.leaderboard l
+                     where l.window_days = v_window and l.rank_success_rate_asc is not null
+                     order by l.rank_success_rate_asc, l.agent_id offset v_offset limit v_limit) x;
+        elsif v_key = 'on_time_rate_desc' then
+            select array_agg(x.agent_id), array_agg(x.rnk) into v_ids, v_ranks
+              from (select l.agent_id, l.rank_on_time_rate_desc as rnk from metrics.leaderboard l
+                     where l.window_days = v_window and l.rank_on_time_rate_desc is not null
+                     order by l.rank_on_time_rate_desc, l.agent_id offset v_offset limit v_limit) x;
+        elsif v_key = 'on_time_rate_asc' then
+            select array_agg(x.agent_id), array_agg(x.rnk) into v_ids, v_ranks
+              from (select l.agent_id, l.rank_on_time_rate_asc as rnk from metrics.leaderboard l
+                     where l.window_days = v_window and l.rank_on_time_rate_asc is not null
+                     order by l.rank_on_time_rate_asc, l.agent_id offset v_offset limit v_limit) x;
+        elsif v_key = 'avg_delivery_minutes_desc' then
+            select array_agg(x.agent_id), array_agg(x.rnk) into v_ids, v_ranks
+              from (select l.agent_id, l.rank_avg_delivery_minutes_desc as rnk from metrics.leaderboard l
+                     where l.window_days = v_window and l.rank_avg_delivery_minutes_desc is not null
+                     order by l.rank_avg_delivery_minutes_desc, l.agent_id offset v_offset limit v_limit) x;
+        elsif v_key = 'avg_delivery_minutes_asc' then
+            select array_agg(x.agent_id), array_agg(x.rnk) into v_ids, v_ranks
+              from (select l.agent_id, l.rank_avg_delivery_minutes_asc as rnk from metrics.leaderboard l
+                     where l.window_days = v_window and l.rank_avg_delivery_minutes_asc is not null
+                     order by l.rank_avg_delivery_minutes_asc, l.agent_id offset v_offset limit v_limit) x;
+        end if;
+        select coalesce(json_agg(json_build_object(
+                   'rank', u.rnk, 'agentId', u.agent_id, 'name', d.name,
+                   'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
+                   'cancelled', p.cancelled, 'onTime', p.on_time,
+                   'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
+                   'onTimeRate', metrics.rate(p.on_time, p.delivered),
+                   'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
+               order by u.n), '[]')
+          into v_items
+          from unnest(v_ids, v_ranks) with ordinality u (agent_id, rnk, n)
+          join metrics.leaderboard p on p.window_days = v_window and p.agent_id = u.agent_id
+          left join core.delivery_agents d on d.id = u.agent_id;
+        select (case v_sort when 'deliveries' then l.window_agents when 'success_rate' then l.window_rated_success
+                            else l.window_rated_delivered end)::bigint
+          into v_total
+          from metrics.leaderboard l where l.window_days = v_window order by l.agent_id limit 1;
+        return json_build_object(
+            'asOf', v_as_of, 'from', v_from, 'to', v_to, 'zipCode', v_zip, 'sortBy', v_sort,
+            'sortOrder', v_order, 'minDeliveries', v_min, 'page', v_page, 'limit', v_limit,
+            'total', v_total, 'items', v_items);
+    end if;
+    if v_window is null and v_zip is null then
+        -- Any other period, all zip codes: two rows of metrics.agent_running_totals subtracted
+        -- instead of summing every agent-day row of the period (sql/315).
+        select l.total, l.items into v_total, v_items
+          from metrics.leaderboard_over_period(v_from, v_to, v_sort, v_order, v_min,
+                                               (v_page - 1)::bigint * v_limit, v_limit) l;
         return json_build_object(
             'asOf', v_as_of, 'from', v_from, 'to', v_to, 'zipCode', v_zip, 'sortBy', v_sort,
             'sortOrder', v_order, 'minDeliveries', v_min, 'page', v_page, 'limit', v_limit,
@@ -351,9 +410,10 @@ begin
             'select l.agent_id, l.accepted, l.delivered, l.on_time, l.failed, l.cancelled, l.delivery_us
                from metrics.leaderboard l where l.window_days = $1'
              || case when v_zip is not null then ' and l.agent_id = any ($2)' else '' end
-        when v_zip is not null then
-            -- one primary-key range per agent of the zip code (the planner, asked for agent_id = any,
-            -- prefers the (day) index and filters every agent's rows of the period)
+        else
+            -- a zip code over another period: one primary-key range per agent of the zip code (the
+            -- planner, asked for agent_id = any, prefers the (day) index and filters every agent's
+            -- rows of the period)
             'select z.agent_id, s.accepted, s.delivered, s.on_time, s.failed, s.cancelled, s.delivery_us
                from unnest($2) z (agent_id)
               cross join lateral (
@@ -363,11 +423,6 @@ begin
                       from metrics.agent_daily a
                      where a.agent_id = z.agent_id and a.day >= $3 and a.day < $4
                     having count(*) > 0) s'
-        else
-            'select a.agent_id, sum(a.accepted)::integer as accepted, sum(a.delivered)::integer as delivered,
-                    sum(a.on_time)::integer as on_time, sum(a.failed)::integer as failed,
-                    sum(a.cancelled)::integer as cancelled, sum(a.delivery_us)::bigint as delivery_us
-               from metrics.agent_daily a where a.day >= $3 and a.day < $4 group by a.agent_id'
         end)
       into v_total, v_items
       using v_window, v_zip_agents, v_from, v_to, v_sort, v_min, v_order, (v_page - 1)::bigint * v_limit, v_limit;
@@ -434,10 +489,12 @@ grant execute on function api.geographic_coverage(text, text, text) to admin, pl
 -- GET /rpc/sla_summary?from&to&zip_code&agent_id
 -- -------------------------------------------------------------------------------------------------
 
+-- STABLE, not IMMUTABLE: json_build_object is stable, and an IMMUTABLE SQL function whose body is
+-- not is never inlined: it was called (and planned) once per day of the series (~13 us a day).
 create function metrics.sla_day(p_day date, p_delivered bigint, p_on_time bigint, p_minutes float8[])
 returns json
 language sql
-immutable
+stable
 as $$
     select json_build_object('day', p_day, 'delivered', coalesce(p_delivered, 0), 'onTime', coalesce(p_on_time, 0),
                              'breached', coalesce(p_delivered - p_on_time, 0),
@@ -651,7 +708,7 @@ as $$
       from metrics.refresh(refresh_metrics.view, 'api') r
 $$;
 comment on function api.refresh_metrics(text) is $$Refresh metrics views now
-view: leaderboard, sla_summary or geographic_coverage (all when omitted). Answers each view's new as-of and the refresh's duration.$$;
+view: leaderboard, sla_summary, geographic_coverage or agent_running_totals (all when omitted). Answers each view's new as-of and the refresh's duration.$$;
 grant execute on function api.refresh_metrics(text) to admin, platform_admin;
 
 create function api.health_metrics()

@@ -1,5 +1,5 @@
 """pg_cron really refreshes the metrics views. pg_cron lives in one database per cluster
-(cron.database_name = the cluster's `waybill`): migrating that database creates the three named jobs
+(cron.database_name = the cluster's `waybill`): migrating that database creates the four named jobs
 (idempotently); a job scheduled from there into this test's database (cron.schedule_in_database)
 really runs and refreshes a view there. pg_cron 1.4 schedules by the minute, so this test waits for
 the next minute once (at most ~65 s) — the only wait of the kind in the suite."""
@@ -14,6 +14,7 @@ from waybill import migrate
 from waybill.cluster import Cluster
 
 JOBS = {
+    "waybill-metrics-agent-running-totals": "*/30 * * * *",
     "waybill-metrics-geographic-coverage": "*/15 * * * *",
     "waybill-metrics-leaderboard": "*/30 * * * *",
     "waybill-metrics-sla-summary": "*/10 * * * *",
@@ -36,7 +37,7 @@ def test_named_jobs_are_created_idempotently_and_really_run(cluster: Cluster, db
         try:
             assert _jobs(cron) == JOBS
             assert migrate.apply(cron_url) == 0
-            assert cron.execute("select metrics.schedule_refresh_jobs()").fetchone()[0] == 3
+            assert cron.execute("select metrics.schedule_refresh_jobs()").fetchone()[0] == len(JOBS)
             assert _jobs(cron) == JOBS, "scheduling again must update the jobs, not add more"
             commands = dict(cron.execute("select jobname, command from cron.job").fetchall())
             assert commands["waybill-metrics-sla-summary"] == "select metrics.refresh('sla_summary', 'cron')"
@@ -74,6 +75,7 @@ def test_named_jobs_are_created_idempotently_and_really_run(cluster: Cluster, db
             assert health["cron"]["installed"] is True
             assert {j["jobName"] for j in health["cron"]["jobs"]} == set(JOBS)
             assert {v["view"] for v in health["views"]} == {
+                "agent_running_totals",
                 "leaderboard",
                 "sla_summary",
                 "geographic_coverage",

@@ -149,6 +149,41 @@ def _periods(today: dt.date) -> list[tuple[str | None, str | None, dt.date, dt.d
     ]
 
 
+def _leaderboard_periods(today: dt.date) -> list[tuple[str | None, str | None, dt.date, dt.date]]:
+    d = dt.timedelta
+    return [
+        *_periods(today),
+        # another period through today: metrics.agent_running_totals' days plus today's rows, live
+        (str(today - d(days=2)), str(today + d(days=1)), today - d(days=2), today + d(days=1)),
+        # from before the first day with data
+        (str(today - d(days=12)), str(today - d(days=2)), today - d(days=12), today - d(days=2)),
+    ]
+
+
+def test_agent_running_totals_equal_the_oracle(conn: psycopg.Connection, world: dict) -> None:
+    """The view a leaderboard over any period reads: each agent's totals through every final day
+    (ended 10 minutes before the refresh), recomputed from the raw rows."""
+    agent_rows, _ = o.rollups(world["raw"])
+    cutoff = conn.execute(
+        "select metrics.utc_day(as_of - interval '10 minutes') from metrics.refresh_log"
+        " where view_name = 'agent_running_totals' order by as_of desc limit 1"
+    ).fetchone()[0]
+    ids = conn.execute("select agent_ids from metrics.agent_running_totals where day = '-infinity'").fetchone()[0]
+    assert ids == sorted({a for a, d in agent_rows if d < cutoff})
+    rows = conn.execute(
+        "select day, days, accepted, delivered, on_time, failed, cancelled, delivery_us"
+        " from metrics.agent_running_totals where day > '-infinity' order by day"
+    ).fetchall()
+    first = min(d for _, d in agent_rows)
+    assert [r[0] for r in rows] == [first + dt.timedelta(days=n) for n in range((cutoff - first).days)]
+    cols = ("accepted", "delivered", "on_time", "failed", "cancelled", "delivery_us")
+    for day, *arrays in rows:
+        for i, agent in enumerate(ids):
+            mine = [v for (a, d), v in agent_rows.items() if a == agent and d <= day]
+            expected = [len(mine), *(sum(v.get(c, 0) for v in mine) for c in cols)]
+            assert [a[i] for a in arrays] == expected, (day, agent)
+
+
 def test_agent_metrics(conn: psycopg.Connection, world: dict) -> None:
     raw = world["raw"]
     for key, agent in world["agents"].items():
@@ -222,7 +257,7 @@ def _expected_board(raw, agents, d_from, d_to, sort_by, order, min_n, zip_agents
 def test_agent_leaderboard(conn: psycopg.Connection, world: dict, sort_by: str) -> None:
     raw, agents = world["raw"], list(world["agents"].values())
     z1_agents = {a for k, a in world["agents"].items() if k in "ABCDEFG"}
-    for f, t, d_from, d_to in _periods(world["today"]):
+    for f, t, d_from, d_to in _leaderboard_periods(world["today"]):
         for order, min_n, zip_code in [
             ("desc", 1, None),
             ("asc", 1, None),

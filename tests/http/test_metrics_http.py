@@ -85,7 +85,7 @@ def test_refresh_metrics_is_an_admin_post(api: Api, delivered: dict) -> None:
         assert r.status_code == 200, r.text
         assert [v["view"] for v in r.json()["refreshed"]] == ["leaderboard"]
         assert [v["view"] for v in c.post("/rpc/refresh_metrics").json()["refreshed"]] == [
-            "geographic_coverage", "leaderboard", "sla_summary"]  # fmt: skip
+            "agent_running_totals", "geographic_coverage", "leaderboard", "sla_summary"]  # fmt: skip
         body = _err(c.post("/rpc/refresh_metrics", json={"view": "bogus"}), 400, "METRICS_INVALID_VIEW")
         assert "leaderboard, sla_summary, geographic_coverage" in body["message"]
         assert c.get("/rpc/refresh_metrics").status_code == 405
