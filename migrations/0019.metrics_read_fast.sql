@@ -6,7 +6,7 @@
 -- helpers (as_of, seconds_to_refresh, set_cache_control) become PL/pgSQL (a SQL function with a SET
 -- clause is planned again on every call) and metrics.sla_day STABLE (so it is inlined).
 -- docs/performance.md "Migration 0019" measures each change; docs/metrics.md defines the figures.
--- depends: 0017.transition_lean
+-- depends: 0018.outbox_row_checks
 -- Same text as sql/300_metrics_rollups.sql (the error message), sql/310_metrics_views.sql,
 -- sql/315_metrics_running_totals.sql and sql/830_api_metrics.sql (tests/test_migrations.py proves
 -- both build the same schema).
