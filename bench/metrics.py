@@ -304,6 +304,11 @@ def http_bench(cluster, db: str, args: argparse.Namespace) -> dict:
 
 # -- trigger CPU ------------------------------------------------------------------------------------
 def backend_cpu_s(pid: int) -> float:
+    """The backend's CPU time: /proc/<pid>/schedstat's run time (nanoseconds; utime + stime in
+    /proc/<pid>/stat count whole clock ticks, 10 ms, against a batch of ~0.6 s), stat where absent."""
+    sched = Path(f"/proc/{pid}/schedstat")
+    if sched.exists():
+        return int(sched.read_text().split()[0]) / 1e9
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rfind(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
@@ -365,6 +370,24 @@ def trigger_cpu(url: str, transitions: int, batches: int) -> dict:
     return out
 
 
+def trigger_ab(url: str, migration: str, runs: int, transitions: int, batches: int) -> dict:
+    """trigger_cpu with `migration` rolled back (before) and applied again (after), interleaved
+    before, after, before, after ... on the same data; the load average beside each measurement."""
+    from waybill import migrate
+
+    out: dict = {"migration": migration, "runs": []}
+    for _ in range(runs):
+        pair = {}
+        for mode in ("before", "after"):
+            migrate.apply_step(url, migration, rollback=mode == "before")
+            load = os.getloadavg()[0]
+            log(f"{migration} {'rolled back' if mode == 'before' else 'applied'} (load {load:.1f})")
+            pair[mode] = trigger_cpu(url, transitions, batches)["summary"] | {"load_before": load,
+                                                                              "load_after": os.getloadavg()[0]}  # fmt: skip
+        out["runs"].append(pair)
+    return out
+
+
 # -- output ---------------------------------------------------------------------------------------
 def markdown(res: dict) -> str:
     lines = [
@@ -388,6 +411,15 @@ def markdown(res: dict) -> str:
         for view in ("leaderboard", "sla_summary", "geographic_coverage"):
             lines.append(f"| `metrics.{view}` | {res['refresh'][view]['median_ms']:,.0f} |")
         lines.append(f"| `metrics.rebuild_rollups()` | {res['refresh']['rebuild_rollups']['ms']:,.0f} |")
+    if "triggers_ab" in res:
+        ab = res["triggers_ab"]
+        lines += ["", f"| run | before {ab['migration']} with / without µs | extra | after | extra | load |",
+                  "|---|--:|--:|--:|--:|---|"]  # fmt: skip
+        for i, r in enumerate(ab["runs"], 1):
+            b, a = r["before"], r["after"]
+            lines.append(f"| {i} | {b['cpu_us_with']:.0f} / {b['cpu_us_without']:.0f} | {b['extra_pct']:+.1f} % | "
+                         f"{a['cpu_us_with']:.0f} / {a['cpu_us_without']:.0f} | {a['extra_pct']:+.1f} % | "
+                         f"{b['load_before']:.1f}–{a['load_after']:.1f} |")  # fmt: skip
     if "triggers" in res:
         s = res["triggers"]["summary"]
         extra = "n/a" if s["extra_pct"] is None else f"{s['extra_pct']:+.1f} %"
@@ -411,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--transitions", type=int, default=8000)
     p.add_argument("--batches", type=int, default=8)
     p.add_argument("--only", choices=("triggers", "http"), help="measure only this part (iterating)")
+    p.add_argument("--ab", metavar="MIGRATION", help="trigger part only: roll this migration back (before) and "
+                   "apply it again (after), interleaved, e.g. 0020.rollup_lean")  # fmt: skip
+    p.add_argument("--ab-runs", type=int, default=2, help="with --ab: before/after pairs")
     p.add_argument(
         "--endpoints", help="with http: only the endpoints whose name contains one of these (comma-separated)"
     )
@@ -425,12 +460,14 @@ def main(argv: list[str] | None = None) -> int:
             res["refresh"] = refresh_times(url, args.refresh_runs)
         if args.only in (None, "http"):
             res["http"] = http_bench(cluster, db, args)
-        if args.only in (None, "triggers"):
+        if args.ab:
+            res["triggers_ab"] = trigger_ab(url, args.ab, args.ab_runs, args.transitions, args.batches)
+        elif args.only in (None, "triggers"):
             res["triggers"] = trigger_cpu(url, args.transitions, args.batches)
     text = markdown(res)
     print("\n" + text)
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"metrics-{started:%Y%m%dT%H%M%SZ}.json"
+    path = RESULTS / f"metrics-{'triggers-ab-' if args.ab else ''}{started:%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(res, indent=2, default=str))
     log(f"wrote {path}")
     return 0
