@@ -11,7 +11,8 @@
    GET /rpc/health_db so that the ratio endpoint ÷ health_db is taken under the same load.
 4. The rollup triggers' extra backend CPU per transition: --transitions accept/pick-up/transit/deliver
    steps on one connection with the _500_metrics_rollup* triggers enabled and disabled, alternating
-   batches, CPU of the server backend from /proc.
+   batches, CPU of the server backend from /proc. With --ab MIGRATION: only this part, the migration
+   rolled back (before) and applied again (after), --ab-runs pairs interleaved.
 
 Prints a table and writes JSON to bench/results/metrics-<time>.json. Never gates anything.
 """
