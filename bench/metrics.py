@@ -13,6 +13,10 @@
    steps on one connection with the _500_metrics_rollup* triggers enabled and disabled, alternating
    batches, CPU of the server backend from /proc.
 
+With --ab MIGRATION, parts 3 and 4 (or the one --only names) are measured with the migration rolled
+back (before) and applied again (after), --ab-rounds pairs interleaved; the HTTP part then also
+reports each function's backend CPU per call in the database.
+
 Prints a table and writes JSON to bench/results/metrics-<time>.json. Never gates anything.
 """
 
@@ -371,6 +375,11 @@ def ab_bench(cluster, db: str, args: argparse.Namespace) -> dict:
 
 # -- trigger CPU ------------------------------------------------------------------------------------
 def backend_cpu_s(pid: int) -> float:
+    """The backend's CPU time: /proc/<pid>/schedstat's run time (nanoseconds; utime + stime in
+    /proc/<pid>/stat count whole clock ticks, 10 ms, against a batch of ~0.6 s), stat where absent."""
+    sched = Path(f"/proc/{pid}/schedstat")
+    if sched.exists():
+        return int(sched.read_text().split()[0]) / 1e9
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rfind(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
@@ -432,6 +441,24 @@ def trigger_cpu(url: str, transitions: int, batches: int) -> dict:
     return out
 
 
+def trigger_ab(url: str, migration: str, runs: int, transitions: int, batches: int) -> dict:
+    """trigger_cpu with `migration` rolled back (before) and applied again (after), interleaved
+    before, after, before, after ... on the same data; the load average beside each measurement."""
+    from waybill import migrate
+
+    out: dict = {"migration": migration, "runs": []}
+    for _ in range(runs):
+        pair = {}
+        for mode in ("before", "after"):
+            migrate.apply_step(url, migration, rollback=mode == "before")
+            load = os.getloadavg()[0]
+            log(f"{migration} {'rolled back' if mode == 'before' else 'applied'} (load {load:.1f})")
+            pair[mode] = trigger_cpu(url, transitions, batches)["summary"] | {"load_before": load,
+                                                                              "load_after": os.getloadavg()[0]}  # fmt: skip
+        out["runs"].append(pair)
+    return out
+
+
 # -- output ---------------------------------------------------------------------------------------
 def markdown(res: dict) -> str:
     lines = [
@@ -479,6 +506,15 @@ def markdown(res: dict) -> str:
                          f"{med(b, 'p50_ms'):.2f} / {med(a, 'p50_ms'):.2f} | "
                          f"{med(b, 'p95_ms'):.2f} / {med(a, 'p95_ms'):.2f} | "
                          f"{med(b, 'ratio_to_health_db'):.2f} / {med(a, 'ratio_to_health_db'):.2f} |")  # fmt: skip
+    if "triggers_ab" in res:
+        ab = res["triggers_ab"]
+        lines += ["", f"| run | before {ab['migration']} with / without µs | extra | after | extra | load |",
+                  "|---|--:|--:|--:|--:|---|"]  # fmt: skip
+        for i, r in enumerate(ab["runs"], 1):
+            b, a = r["before"], r["after"]
+            lines.append(f"| {i} | {b['cpu_us_with']:.0f} / {b['cpu_us_without']:.0f} | {b['extra_pct']:+.1f} % | "
+                         f"{a['cpu_us_with']:.0f} / {a['cpu_us_without']:.0f} | {a['extra_pct']:+.1f} % | "
+                         f"{b['load_before']:.1f}–{a['load_after']:.1f} |")  # fmt: skip
     if "triggers" in res:
         s = res["triggers"]["summary"]
         extra = "n/a" if s["extra_pct"] is None else f"{s['extra_pct']:+.1f} %"
@@ -508,10 +544,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--ab",
         metavar="MIGRATION",
-        help="with --data-dir --only http: the HTTP part with this migration (e.g. 0019.metrics_read_fast) rolled"
-        " back (before) and applied (after), interleaved --ab-rounds times; ends applied",
+        help="before/after this migration (rolled back, then applied; e.g. 0019.metrics_read_fast,"
+        " 0020.rollup_lean), interleaved --ab-rounds times, for each part measured: HTTP (with --data-dir;"
+        " ends applied) and the rollup triggers",
     )
-    p.add_argument("--ab-rounds", type=int, default=2)
+    p.add_argument("--ab-rounds", type=int, default=2, help="with --ab: before/after pairs")
     p.add_argument(
         "--server-calls", type=int, default=200, help="with --ab: calls per function in the database"
     )
@@ -529,16 +566,19 @@ def main(argv: list[str] | None = None) -> int:
         log(f"sizes: {res['sizes']}")
         if args.only is None:
             res["refresh"] = refresh_times(url, args.refresh_runs)
-        if args.ab:
-            res["ab"] = ab_bench(cluster, db, args)
-        elif args.only in (None, "http"):
-            res["http"] = http_bench(cluster, db, args)
-        if args.only in (None, "triggers"):
+        if args.only in (None, "http"):
+            if args.ab:
+                res["ab"] = ab_bench(cluster, db, args)
+            else:
+                res["http"] = http_bench(cluster, db, args)
+        if args.only in (None, "triggers") and args.ab:
+            res["triggers_ab"] = trigger_ab(url, args.ab, args.ab_rounds, args.transitions, args.batches)
+        elif args.only in (None, "triggers"):
             res["triggers"] = trigger_cpu(url, args.transitions, args.batches)
     text = markdown(res)
     print("\n" + text)
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"metrics-{started:%Y%m%dT%H%M%SZ}.json"
+    path = RESULTS / f"metrics-{'ab-' if args.ab else ''}{started:%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(res, indent=2, default=str))
     log(f"wrote {path}")
     return 0

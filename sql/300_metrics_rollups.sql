@@ -2,7 +2,7 @@
 -- 300 Metrics: per-day rollups kept by triggers (docs/metrics.md has every definition)
 -- metrics.agent_daily (agent, UTC day) and metrics.zip_daily (zip code, UTC day) are updated by the
 -- triggers _500_metrics_rollup* on core.shipping_assignments, in the transaction of the transition:
--- always fresh, exact, O(days) to read. One upsert per affected rollup row (agent row, then zip row:
+-- always fresh, exact, O(days) to read. One UPDATE per affected rollup row (agent row, then zip row:
 -- always in that order, so two transitions never wait on each other's rows in opposite orders); a
 -- zip code's row holds only what an endpoint reads (offers, outcomes, on time, delivery-time sum).
 -- metrics.rebuild_rollups() recomputes both from the raw rows (bulk loads skip triggers).
@@ -213,6 +213,12 @@ grant execute on function metrics.utc_day(timestamptz), metrics.minutes(interval
 -- Rollup tables
 -- No foreign key to core.delivery_agents: the rows are derived data (rebuilt from core at will), and
 -- an FK would add a lookup to every new agent-day and to each of the ~1M rows of a rebuild.
+-- No CHECK constraint either (0020): PostgreSQL parses and plans a table's CHECK expressions again
+-- at every INSERT or UPDATE statement (not once per session), 17 us of a rollup update's 38 us
+-- measured, and each transition runs one or two. The rows are written only by the trigger below
+-- (which only adds) and by rebuild_rollups; tests/test_metrics_rollups.py proves both equal a
+-- recomputation from the raw rows and checks the invariants the constraints stated (counts >= 0,
+-- on_time <= delivered, histogram arrays of equal length).
 -- -------------------------------------------------------------------------------------------------
 
 create table metrics.agent_daily (
@@ -229,13 +235,7 @@ create table metrics.agent_daily (
     delivery_counts     integer[] not null default '{}',
     acceptance_minutes  integer[] not null default '{}',
     acceptance_counts   integer[] not null default '{}',
-    constraint agent_daily_pkey primary key (agent_id, day),
-    constraint agent_daily_counts_not_negative_check
-        check (accepted >= 0 and delivered >= 0 and failed >= 0 and cancelled >= 0),
-    constraint agent_daily_on_time_within_delivered_check check (on_time between 0 and delivered),
-    constraint agent_daily_histograms_shape_check
-        check (cardinality(delivery_minutes) = cardinality(delivery_counts)
-               and cardinality(acceptance_minutes) = cardinality(acceptance_counts))
+    constraint agent_daily_pkey primary key (agent_id, day)
 );
 alter table metrics.agent_daily enable row level security;
 comment on table metrics.agent_daily is 'One delivery agent''s assignments per UTC day: counts by outcome, time sums and minute histograms (kept by triggers).';
@@ -269,10 +269,7 @@ create table metrics.zip_daily (
     failed           integer not null default 0,
     cancelled        integer not null default 0,
     delivery_us      bigint not null default 0,
-    constraint zip_daily_pkey primary key (zip_code, day),
-    constraint zip_daily_counts_not_negative_check
-        check (offered >= 0 and delivered >= 0 and failed >= 0 and cancelled >= 0),
-    constraint zip_daily_on_time_within_delivered_check check (on_time between 0 and delivered)
+    constraint zip_daily_pkey primary key (zip_code, day)
 );
 alter table metrics.zip_daily enable row level security;
 comment on table metrics.zip_daily is 'Assignments of one zip code per UTC day: offers, outcomes and the delivery-time sum (kept by triggers).';
@@ -288,12 +285,15 @@ create policy staff_read on metrics.zip_daily for select to admin, platform_admi
 comment on policy staff_read on metrics.zip_daily is 'Admins read every zip code''s rollups.';
 
 -- -------------------------------------------------------------------------------------------------
--- The trigger: one upsert per affected row, nothing for PICKED_UP / IN_TRANSIT (the WHEN clause
--- keeps PL/pgSQL out of those). An acceptance touches only the agent's row, a delivery the agent's
--- row (with its histogram arrays) and the zip code's counters: 3 upserts per delivered assignment
--- (docs/performance.md measures what each costs). Row locks: concurrent transitions of one agent (or
--- zip code) on the same day queue on that rollup row until the first commits; agent row first, then
--- zip row, always.
+-- The trigger: nothing for PICKED_UP / IN_TRANSIT (the WHEN clause keeps PL/pgSQL out of those). An
+-- acceptance touches only the agent's row, a delivery the agent's row (with its histogram arrays)
+-- and the zip code's counters. Each row is an UPDATE by primary key; only when the row does not
+-- exist yet (the first event of its day) an INSERT ... ON CONFLICT DO NOTHING follows, and the
+-- UPDATE again if a concurrent transaction inserted it first. 0020: an UPDATE that finds its row is
+-- one statement where INSERT ... ON CONFLICT DO UPDATE also checked the proposed row and locked the
+-- existing one before updating it (docs/performance.md "Migration 0020"). Row locks: concurrent
+-- transitions of one agent (or zip code) on the same day queue on that rollup row until the first
+-- commits; agent row first, then zip row, always.
 -- -------------------------------------------------------------------------------------------------
 
 create function metrics.tg_shipping_assignments__rollup()
@@ -307,6 +307,9 @@ as $$
 -- status (fixtures, hand-made data) carries several events: each is counted, as rebuild_rollups does.
 -- Hand-made rows may lack an event's timestamp: updated_at stands in (accepted_at: created_at as the
 -- start of a delivery), in rebuild_rollups too, so that no write ever fails here.
+-- Each count: UPDATE the row; if there is none, INSERT it with this event alone (ON CONFLICT DO
+-- NOTHING: a concurrent transaction may insert it first, after waiting for which the loop's UPDATE
+-- finds it). The rows are never deleted but by rebuild_rollups, whose lock waits for us.
 declare
     v_events text[];
     v_event text;
@@ -328,55 +331,97 @@ begin
     end if;
     foreach v_event in array v_events loop
         if v_event = 'OFFERED' then
-            insert into metrics.zip_daily as z (zip_code, day, offered)
-            values (new.zip_code, metrics.utc_day(new.created_at), 1)
-            on conflict (zip_code, day) do update set offered = z.offered + 1;
+            v_day := metrics.utc_day(new.created_at);
+            loop
+                update metrics.zip_daily as z set offered = z.offered + 1
+                 where z.zip_code = new.zip_code and z.day = v_day;
+                exit when found;
+                insert into metrics.zip_daily (zip_code, day, offered) values (new.zip_code, v_day, 1)
+                on conflict (zip_code, day) do nothing;
+                exit when found;
+            end loop;
         elsif v_event = 'ACCEPTED' then
             v_day := metrics.utc_day(coalesce(new.accepted_at, new.updated_at));
             v_min := metrics.minutes(coalesce(new.accepted_at, new.updated_at) - new.created_at);
             v_us := metrics.micros(coalesce(new.accepted_at, new.updated_at) - new.created_at);
-            -- the minute's bucket counts one more, or the minute is appended as a new bucket
-            insert into metrics.agent_daily as a (agent_id, day, accepted, acceptance_us, acceptance_minutes, acceptance_counts)
-            values (new.agent_id, v_day, 1, v_us, array[v_min], array[1])
-            on conflict (agent_id, day) do update
-                set accepted = a.accepted + 1, acceptance_us = a.acceptance_us + v_us,
-                    acceptance_minutes[coalesce(array_position(a.acceptance_minutes, v_min), cardinality(a.acceptance_minutes) + 1)] = v_min,
-                    acceptance_counts[coalesce(array_position(a.acceptance_minutes, v_min), cardinality(a.acceptance_counts) + 1)]
-                        = coalesce(a.acceptance_counts[array_position(a.acceptance_minutes, v_min)], 0) + 1;
+            loop
+                -- the minute's bucket counts one more, or the minute is appended as a new bucket
+                update metrics.agent_daily as a
+                   set accepted = a.accepted + 1, acceptance_us = a.acceptance_us + v_us,
+                       acceptance_minutes[coalesce(array_position(a.acceptance_minutes, v_min), cardinality(a.acceptance_minutes) + 1)] = v_min,
+                       acceptance_counts[coalesce(array_position(a.acceptance_minutes, v_min), cardinality(a.acceptance_counts) + 1)]
+                           = coalesce(a.acceptance_counts[array_position(a.acceptance_minutes, v_min)], 0) + 1
+                 where a.agent_id = new.agent_id and a.day = v_day;
+                exit when found;
+                insert into metrics.agent_daily (agent_id, day, accepted, acceptance_us, acceptance_minutes, acceptance_counts)
+                values (new.agent_id, v_day, 1, v_us, array[v_min], array[1])
+                on conflict (agent_id, day) do nothing;
+                exit when found;
+            end loop;
         elsif v_event = 'DELIVERED' then
             v_day := metrics.utc_day(new.delivered_at);
             v_min := metrics.minutes(new.delivered_at - coalesce(new.accepted_at, new.created_at));
             v_us := metrics.micros(new.delivered_at - coalesce(new.accepted_at, new.created_at));
             v_on_time := (new.delivered_at <= new.sla_due_at)::integer;
-            insert into metrics.agent_daily as a (agent_id, day, delivered, on_time, delivery_us, delivery_minutes, delivery_counts)
-            values (new.agent_id, v_day, 1, v_on_time, v_us, array[v_min], array[1])
-            on conflict (agent_id, day) do update
-                set delivered = a.delivered + 1, on_time = a.on_time + v_on_time, delivery_us = a.delivery_us + v_us,
-                    delivery_minutes[coalesce(array_position(a.delivery_minutes, v_min), cardinality(a.delivery_minutes) + 1)] = v_min,
-                    delivery_counts[coalesce(array_position(a.delivery_minutes, v_min), cardinality(a.delivery_counts) + 1)]
-                        = coalesce(a.delivery_counts[array_position(a.delivery_minutes, v_min)], 0) + 1;
-            insert into metrics.zip_daily as z (zip_code, day, delivered, on_time, delivery_us)
-            values (new.zip_code, v_day, 1, v_on_time, v_us)
-            on conflict (zip_code, day) do update
-                set delivered = z.delivered + 1, on_time = z.on_time + v_on_time, delivery_us = z.delivery_us + v_us;
+            loop
+                update metrics.agent_daily as a
+                   set delivered = a.delivered + 1, on_time = a.on_time + v_on_time, delivery_us = a.delivery_us + v_us,
+                       delivery_minutes[coalesce(array_position(a.delivery_minutes, v_min), cardinality(a.delivery_minutes) + 1)] = v_min,
+                       delivery_counts[coalesce(array_position(a.delivery_minutes, v_min), cardinality(a.delivery_counts) + 1)]
+                           = coalesce(a.delivery_counts[array_position(a.delivery_minutes, v_min)], 0) + 1
+                 where a.agent_id = new.agent_id and a.day = v_day;
+                exit when found;
+                insert into metrics.agent_daily (agent_id, day, delivered, on_time, delivery_us, delivery_minutes, delivery_counts)
+                values (new.agent_id, v_day, 1, v_on_time, v_us, array[v_min], array[1])
+                on conflict (agent_id, day) do nothing;
+                exit when found;
+            end loop;
+            loop
+                update metrics.zip_daily as z
+                   set delivered = z.delivered + 1, on_time = z.on_time + v_on_time, delivery_us = z.delivery_us + v_us
+                 where z.zip_code = new.zip_code and z.day = v_day;
+                exit when found;
+                insert into metrics.zip_daily (zip_code, day, delivered, on_time, delivery_us)
+                values (new.zip_code, v_day, 1, v_on_time, v_us)
+                on conflict (zip_code, day) do nothing;
+                exit when found;
+            end loop;
         elsif v_event = 'FAILED' then
             v_day := metrics.utc_day(coalesce(new.failed_at, new.updated_at));
-            insert into metrics.agent_daily as a (agent_id, day, failed)
-            values (new.agent_id, v_day, 1)
-            on conflict (agent_id, day) do update set failed = a.failed + 1;
-            insert into metrics.zip_daily as z (zip_code, day, failed)
-            values (new.zip_code, v_day, 1)
-            on conflict (zip_code, day) do update set failed = z.failed + 1;
+            loop
+                update metrics.agent_daily as a set failed = a.failed + 1
+                 where a.agent_id = new.agent_id and a.day = v_day;
+                exit when found;
+                insert into metrics.agent_daily (agent_id, day, failed) values (new.agent_id, v_day, 1)
+                on conflict (agent_id, day) do nothing;
+                exit when found;
+            end loop;
+            loop
+                update metrics.zip_daily as z set failed = z.failed + 1
+                 where z.zip_code = new.zip_code and z.day = v_day;
+                exit when found;
+                insert into metrics.zip_daily (zip_code, day, failed) values (new.zip_code, v_day, 1)
+                on conflict (zip_code, day) do nothing;
+                exit when found;
+            end loop;
         elsif v_event = 'CANCELLED' then
             v_day := metrics.utc_day(coalesce(new.cancelled_at, new.updated_at));
-            if new.agent_id is not null then
-                insert into metrics.agent_daily as a (agent_id, day, cancelled)
-                values (new.agent_id, v_day, 1)
-                on conflict (agent_id, day) do update set cancelled = a.cancelled + 1;
-            end if;
-            insert into metrics.zip_daily as z (zip_code, day, cancelled)
-            values (new.zip_code, v_day, 1)
-            on conflict (zip_code, day) do update set cancelled = z.cancelled + 1;
+            while new.agent_id is not null loop
+                update metrics.agent_daily as a set cancelled = a.cancelled + 1
+                 where a.agent_id = new.agent_id and a.day = v_day;
+                exit when found;
+                insert into metrics.agent_daily (agent_id, day, cancelled) values (new.agent_id, v_day, 1)
+                on conflict (agent_id, day) do nothing;
+                exit when found;
+            end loop;
+            loop
+                update metrics.zip_daily as z set cancelled = z.cancelled + 1
+                 where z.zip_code = new.zip_code and z.day = v_day;
+                exit when found;
+                insert into metrics.zip_daily (zip_code, day, cancelled) values (new.zip_code, v_day, 1)
+                on conflict (zip_code, day) do nothing;
+                exit when found;
+            end loop;
         end if;
     end loop;
     return null;
