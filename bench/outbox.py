@@ -113,7 +113,9 @@ def set_mode(url: str, mode: str, wake_def: str) -> None:
         for table, trigger in EMIT_TRIGGERS:
             conn.execute(f"alter table {table} {verb} trigger {trigger}")
         conn.execute(NOTIFY_EVERY if mode == "notify_every" else wake_def)
-        conn.execute("update webhooks.wakeup set armed = false")
+        # The trigger is queued only while the flag is armed (its WHEN clause, 0018): notify_every
+        # leaves it armed for good (its function never disarms), every other mode starts disarmed.
+        conn.execute("update webhooks.wakeup set armed = %s", [mode == "notify_every"])
 
 
 def outbox_stats(url: str) -> dict:
