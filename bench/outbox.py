@@ -24,7 +24,7 @@ the same throw-away cluster has MIGRATION (and every later one) rolled back; off
 interleaved (before:off, before:on, after:off, after:on, the order of the two databases alternating
 slice by slice), and each database's on/off ratio, extra CPU and extra WAL are reported side by side.
 
-    python -m bench.outbox --before 0011.outbox_lean --seconds 12 --slices 4   # docs/performance.md
+    python -m bench.outbox --before 0018.outbox_row_checks --seconds 12 --slices 4   # docs/performance/webhook-outbox.md
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ applied) — are measured in two ways, the two databases alternating (A B A B �
    backend CPU per transition and per bare INSERT, P99 of the slowest transition; before each pair
    of runs, pgbench's tpcb-like at the same client count in a database of its own (the §1 goal).
 
-    python -m bench.transition --before 0017.transition_lean          # docs/performance.md
+    python -m bench.transition --before 0017.transition_lean          # docs/performance/lifecycle.md
     python -m bench.transition --before 0017.transition_lean --rounds 6 --reps 3
 
 Existing databases by environment instead (never argv): WAYBILL_BENCH_BEFORE_DATABASE_URL and

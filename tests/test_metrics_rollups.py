@@ -20,7 +20,7 @@ from waybill.errors import error_code
 CONNECTIONS = 8
 OPS_PER_CONNECTION = 150
 FIRST_EVENT_TRIALS = 200
-# The invariants the rollup tables' CHECK constraints stated until 0020 (docs/performance.md
+# The invariants the rollup tables' CHECK constraints stated until 0020 (docs/performance/agent-metrics.md
 # "Migration 0020": a CHECK is parsed again at every statement): every row that breaks one. (Time
 # sums may be negative: hand-made clocks, as this workload's, can deliver before accepting.)
 BROKEN_INVARIANTS = """
