@@ -16,7 +16,7 @@ no HTTP: the claim-and-complete ceiling), then retention runs (webhooks.prune wi
 31 days on); dead tuples and index sizes are reported after the bench, after the drain, after
 retention and after a VACUUM.
 
-    python -m bench.outbox                       # throw-away cluster, 1/8/32 clients, ~3 minutes
+    python -m bench.outbox                       # throw-away cluster, 1/8/32 clients, ~5 minutes
     WAYBILL_BENCH_DATABASE_URL=URL python -m bench.outbox    # an existing, migrated database
 
 Before/after a schema change, in one interleaved run (`--before MIGRATION`): a second database of
@@ -197,7 +197,7 @@ def retention(url: str) -> dict:
     return {"seconds": round(elapsed, 2), "deliveries_left": left}
 
 
-def run(url: str, *, levels: Sequence[int] = (1, 8, 32), seconds: float = 6.0, slices: int = 2,
+def run(url: str, *, levels: Sequence[int] = (1, 8, 32), seconds: float = 12.0, slices: int = 4,
         seed: int = 7, drain_seconds: float = 60.0, world_size: dict | None = None, log: Any = _log) -> dict:  # fmt: skip
     """The outbox benchmark against a migrated database at `url`."""
     started = dt.datetime.now(dt.UTC)
@@ -466,9 +466,9 @@ def _databases(before: str) -> Iterator[dict[str, str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.outbox", description=__doc__.split("\n\n")[0])
     p.add_argument("--levels", default="1,8,32", help="client counts, comma-separated (default 1,8,32)")
-    p.add_argument("--seconds", type=float, default=6.0, help="seconds per mode per client count (default 6)")
+    p.add_argument("--seconds", type=float, default=12.0, help="seconds per mode per client count (default 12)")
     p.add_argument(
-        "--slices", type=int, default=2, help="interleave the modes in this many slices (default 2)"
+        "--slices", type=int, default=4, help="interleave the modes in this many slices (default 4)"
     )
     p.add_argument(
         "--drain-seconds", type=float, default=60.0, help="longest claim-and-complete drain (default 60)"
