@@ -466,7 +466,9 @@ def _databases(before: str) -> Iterator[dict[str, str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.outbox", description=__doc__.split("\n\n")[0])
     p.add_argument("--levels", default="1,8,32", help="client counts, comma-separated (default 1,8,32)")
-    p.add_argument("--seconds", type=float, default=12.0, help="seconds per mode per client count (default 12)")
+    p.add_argument(
+        "--seconds", type=float, default=12.0, help="seconds per mode per client count (default 12)"
+    )
     p.add_argument(
         "--slices", type=int, default=4, help="interleave the modes in this many slices (default 4)"
     )
