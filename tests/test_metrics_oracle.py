@@ -168,7 +168,9 @@ def test_agent_running_totals_equal_the_oracle(conn: psycopg.Connection, world: 
         "select metrics.utc_day(as_of - interval '10 minutes') from metrics.refresh_log"
         " where view_name = 'agent_running_totals' order by as_of desc limit 1"
     ).fetchone()[0]
-    ids = conn.execute("select agent_ids from metrics.agent_running_totals where day = '-infinity'").fetchone()[0]
+    ids = conn.execute(
+        "select agent_ids from metrics.agent_running_totals where day = '-infinity'"
+    ).fetchone()[0]
     assert ids == sorted({a for a, d in agent_rows if d < cutoff})
     rows = conn.execute(
         "select day, days, accepted, delivered, on_time, failed, cancelled, delivery_us"
