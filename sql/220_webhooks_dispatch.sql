@@ -1,9 +1,9 @@
 -- =================================================================================================
 -- 220 Webhooks: the dispatcher's interface, subscription state changes, retention
 -- The dispatcher role may execute exactly the functions granted at the end of this file (SECURITY
--- DEFINER, empty search_path), plus what every committing role has since 0015 (sql/210: reading the
--- one-row wake-up flag and calling webhooks.wake_dispatcher, for its requeues' commit-time check);
--- no other table of webhooks is granted to it.
+-- DEFINER, empty search_path), plus what every committing role has (sql/210: calling
+-- webhooks.wake_dispatcher, for its requeues' commit-time wake-up; since 0018 it no longer reads the
+-- flag itself); no table of webhooks is granted to it.
 -- Protocol (dispatcher/, issue 10):
 --   LISTEN webhooks; loop { claim_deliveries -> sign + POST each -> record_attempt each;
 --     when a claim returns fewer rows than asked: arm_wakeup, then next_due_at, then sleep until
