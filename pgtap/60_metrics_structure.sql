@@ -1,7 +1,7 @@
 -- Metrics (issue 11): structure, privileges, row-level security, the trigger's counting and the
 -- registered errors of the endpoints, codes not messages.
 begin;
-select plan(38);
+select plan(39);
 
 -- Structure
 select has_table('metrics', 'agent_daily', 'per-agent-per-day rollup');
@@ -10,6 +10,7 @@ select has_materialized_view('metrics', 'leaderboard', 'leaderboard view');
 select has_materialized_view('metrics', 'sla_summary', 'SLA summary view');
 select has_materialized_view('metrics', 'geographic_coverage', 'coverage view');
 select has_materialized_view('metrics', 'agent_running_totals', 'running totals view (a leaderboard over any period)');
+select has_materialized_view('metrics', 'agent_recent', 'per-agent closed days view (agent_metrics, agent_activity)');
 select is_empty(
     $$select c.relname from pg_class c
        where c.relnamespace = 'metrics'::regnamespace and c.relkind = 'm'
@@ -21,8 +22,8 @@ select results_eq(
     array['_010_check_transition', '_100_history', '_200_emit_webhook', '_500_metrics_rollup_offer', '_500_metrics_rollup_transition'],
     'the rollup triggers fire after the transition check, the history and the webhook emission (_500_)');
 select results_eq($$select name || ':' || ttl_minutes from metrics.views order by name$$,
-    array['agent_running_totals:30', 'geographic_coverage:15', 'leaderboard:30', 'sla_summary:10'],
-    'the plan''s TTLs (the running totals: the leaderboard''s)');
+    array['agent_recent:30', 'agent_running_totals:30', 'geographic_coverage:15', 'leaderboard:30', 'sla_summary:10'],
+    'the plan''s TTLs (the running totals and the agents'' closed days: the leaderboard''s)');
 select is((select count(*)::int from ops.error_codes where code like 'METRICS\_%' and http_status in (400, 403)), 9,
     'nine registered metrics errors, all 400 or 403');
 

@@ -20,7 +20,7 @@ insert into ops.error_codes (code, sqlstate, http_status, message, hint, retryab
     ('METRICS_INVALID_PAGE',       'PGRST', 400, 'page must be a whole number >= 1; got %s', null, false),
     ('METRICS_INVALID_LIMIT',      'PGRST', 400, 'page_size (limit) must be a whole number from 1 to 100; got %s', 'GET sends it as page_size: PostgREST reserves limit.', false),
     ('METRICS_INVALID_CURSOR',     'PGRST', 400, 'before must be a cursor returned as nextCursor (<microseconds>:<id>); got %s', null, false),
-    ('METRICS_INVALID_VIEW',       'PGRST', 400, 'view must be one of leaderboard, sla_summary, geographic_coverage, agent_running_totals; got %s', null, false),
+    ('METRICS_INVALID_VIEW',       'PGRST', 400, 'view must be one of leaderboard, sla_summary, geographic_coverage, agent_running_totals, agent_recent; got %s', null, false),
     ('METRICS_NOT_YOUR_AGENT',     'PGRST', 403, 'an agent reads only its own metrics, not agent %s', null, false);
 
 -- -------------------------------------------------------------------------------------------------

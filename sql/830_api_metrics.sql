@@ -167,59 +167,85 @@ language plpgsql
 stable
 set search_path = ''
 as $$
--- From metrics.agent_daily (always fresh): O(days in the period).
+-- From metrics.agent_daily (always fresh): O(days in the period). A period starting on the first
+-- closed day of the agent's metrics.agent_recent row (the default period, unless the view is older
+-- than today's first refresh) takes those closed days from the row, precomputed, and sums only the
+-- days after them (today, usually): exact and live either way (sql/320).
 declare
     v_agent bigint := metrics.resolve_agent(agent_metrics.agent_id);
     v_from date;
     v_to date;
     v_now timestamptz := now();
-    v_result json;
+    v_r metrics.agent_recent;
+    v_live date;
+    v_accepted bigint;
+    v_delivered bigint;
+    v_on_time bigint;
+    v_failed bigint;
+    v_cancelled bigint;
+    v_delivery_us bigint;
+    v_acceptance_us bigint;
+    v_dp float8[];
+    v_ap float8[];
+    v_days json;
 begin
     select p.d_from, p.d_to into v_from, v_to from metrics.parse_period(agent_metrics."from", agent_metrics."to") p;
     perform metrics.set_cache_control(0);
+    v_r := metrics.agent_recent_row(v_agent);
+    if v_r.d_from = v_from and v_r.d_to <= v_to then
+        v_live := v_r.d_to;
+    else
+        v_live := v_from;
+        v_r := null;
+    end if;
+    -- the live days: their sums, their values (one element per delivery or acceptance, ascending)
+    -- next to the row's, and their part of the series
     with days as (
         select a.* from metrics.agent_daily a
-         where a.agent_id = v_agent and a.day >= v_from and a.day < v_to
-    ), tot as (
-        select coalesce(sum(d.accepted), 0)::bigint as accepted, coalesce(sum(d.delivered), 0)::bigint as delivered,
-               coalesce(sum(d.on_time), 0)::bigint as on_time, coalesce(sum(d.failed), 0)::bigint as failed,
-               coalesce(sum(d.cancelled), 0)::bigint as cancelled,
-               coalesce(sum(d.delivery_us), 0)::bigint as delivery_us, coalesce(sum(d.acceptance_us), 0)::bigint as acceptance_us,
-               (select metrics.hist_percentiles(array_agg(u.m), array_agg(u.n), array[0.5, 0.9])
-                  from days x, unnest(x.delivery_minutes, x.delivery_counts) u (m, n)) as dp,
-               (select metrics.hist_percentiles(array_agg(u.m), array_agg(u.n), array[0.5])
-                  from days x, unnest(x.acceptance_minutes, x.acceptance_counts) u (m, n)) as ap
-          from days d
-    ), series as (
-        select coalesce(json_agg(json_build_object(
-                   'day', g.day::date, 'accepted', coalesce(d.accepted, 0), 'delivered', coalesce(d.delivered, 0),
-                   'onTime', coalesce(d.on_time, 0), 'breached', coalesce(d.delivered - d.on_time, 0),
-                   'failed', coalesce(d.failed, 0), 'cancelled', coalesce(d.cancelled, 0),
-                   'successRate', metrics.rate(d.delivered, d.delivered + d.failed),
-                   'onTimeRate', metrics.rate(d.on_time, d.delivered),
-                   'meanDeliveryMinutes', metrics.mean_minutes(d.delivery_us, d.delivered)) order by g.day), '[]') as j
-          from generate_series(v_from, v_to - 1, interval '1 day') g (day)
-          left join days d on d.day = g.day::date
+         where a.agent_id = v_agent and a.day >= v_live and a.day < v_to
     )
-    select json_build_object(
+    select coalesce(sum(d.accepted), 0) + coalesce(v_r.accepted, 0), coalesce(sum(d.delivered), 0) + coalesce(v_r.delivered, 0),
+           coalesce(sum(d.on_time), 0) + coalesce(v_r.on_time, 0), coalesce(sum(d.failed), 0) + coalesce(v_r.failed, 0),
+           coalesce(sum(d.cancelled), 0) + coalesce(v_r.cancelled, 0),
+           coalesce(sum(d.delivery_us), 0)::bigint + coalesce(v_r.delivery_us, 0),
+           coalesce(sum(d.acceptance_us), 0)::bigint + coalesce(v_r.acceptance_us, 0),
+           metrics.union_percentiles(
+               v_r.delivery_values,
+               array(select u.m from days x, unnest(x.delivery_minutes, x.delivery_counts) u (m, n), generate_series(1, u.n) r
+                      order by u.m),
+               array[0.5, 0.9]),
+           metrics.union_percentiles(
+               v_r.acceptance_values,
+               array(select u.m from days x, unnest(x.acceptance_minutes, x.acceptance_counts) u (m, n), generate_series(1, u.n) r
+                      order by u.m),
+               array[0.5]),
+           (select json_agg(metrics.agent_day(g.day::date, x.accepted, x.delivered, x.on_time, x.failed, x.cancelled, x.delivery_us)
+                            order by g.day)
+              from generate_series(v_live, v_to - 1, interval '1 day') g (day)
+              left join days x on x.day = g.day::date)
+      into v_accepted, v_delivered, v_on_time, v_failed, v_cancelled, v_delivery_us, v_acceptance_us, v_dp, v_ap, v_days
+      from days d;
+    if v_r.daily is not null then
+        -- the row's series, then the live days' (both json_agg arrays: the same ", " between items)
+        v_days := case when v_days is null then v_r.daily
+                       else (left(v_r.daily::text, -1) || ', ' || substr(v_days::text, 2))::json end;
+    end if;
+    return json_build_object(
                'asOf', v_now, 'agentId', v_agent, 'from', v_from, 'to', v_to,
-               'assignments', json_build_object('accepted', t.accepted, 'delivered', t.delivered,
-                                                'failed', t.failed, 'cancelled', t.cancelled),
-               'onTime', t.on_time, 'slaBreaches', t.delivered - t.on_time,
-               'successRate', metrics.rate(t.delivered, t.delivered + t.failed),
-               'onTimeRate', metrics.rate(t.on_time, t.delivered),
-               'deliveryMinutes', json_build_object('mean', metrics.mean_minutes(t.delivery_us, t.delivered),
-                                                    'p50', round(t.dp[1]::numeric, 2), 'p90', round(t.dp[2]::numeric, 2)),
-               'acceptanceMinutes', json_build_object('mean', metrics.mean_minutes(t.acceptance_us, t.accepted),
-                                                      'p50', round(t.ap[1]::numeric, 2)),
+               'assignments', json_build_object('accepted', v_accepted, 'delivered', v_delivered,
+                                                'failed', v_failed, 'cancelled', v_cancelled),
+               'onTime', v_on_time, 'slaBreaches', v_delivered - v_on_time,
+               'successRate', metrics.rate(v_delivered, v_delivered + v_failed),
+               'onTimeRate', metrics.rate(v_on_time, v_delivered),
+               'deliveryMinutes', json_build_object('mean', metrics.mean_minutes(v_delivery_us, v_delivered),
+                                                    'p50', round(v_dp[1]::numeric, 2), 'p90', round(v_dp[2]::numeric, 2)),
+               'acceptanceMinutes', json_build_object('mean', metrics.mean_minutes(v_acceptance_us, v_accepted),
+                                                      'p50', round(v_ap[1]::numeric, 2)),
                'percentiles', 'minute_histogram',
                'openPastDue', (select count(*) from core.shipping_assignments a
                                 where a.agent_id = v_agent and a.status in ('ACCEPTED', 'PICKED_UP', 'IN_TRANSIT')
                                   and a.sla_due_at < v_now),
-               'daily', s.j)
-      into v_result
-      from tot t, series s;
-    return v_result;
+               'daily', coalesce(v_days, '[]'));
 end
 $$;
 comment on function api.agent_metrics(text, text, text) is $$Agent metrics
@@ -653,6 +679,7 @@ declare
     v_id bigint;
     v_items json;
     v_next text;
+    v_r metrics.agent_recent := metrics.agent_recent_row(v_agent);
 begin
     if agent_activity.before is not null then
         if agent_activity.before !~ '^-?[0-9]{1,18}:[0-9]{1,18}$' then
@@ -683,7 +710,12 @@ begin
       from shaped s;
     return json_build_object(
         'asOf', now(), 'agentId', v_agent, 'page', v_page, 'limit', v_limit,
-        'total', (select count(*) from core.assignment_status_history h where h.agent_id = v_agent),
+        -- the history before the row's first live day is counted in metrics.agent_recent (sql/320)
+        'total', case when v_r.agent_id is null
+                      then (select count(*) from core.assignment_status_history h where h.agent_id = v_agent)
+                      else v_r.history_rows
+                           + (select count(*) from core.assignment_status_history h
+                               where h.agent_id = v_agent and h.created_at >= v_r.d_to::timestamp at time zone 'UTC') end,
         'nextCursor', case when json_array_length(coalesce(v_items, '[]')) = v_limit then v_next end,
         'items', coalesce(v_items, '[]'));
 end
@@ -708,7 +740,7 @@ as $$
       from metrics.refresh(refresh_metrics.view, 'api') r
 $$;
 comment on function api.refresh_metrics(text) is $$Refresh metrics views now
-view: leaderboard, sla_summary, geographic_coverage or agent_running_totals (all when omitted). Answers each view's new as-of and the refresh's duration.$$;
+view: leaderboard, sla_summary, geographic_coverage, agent_running_totals or agent_recent (all when omitted). Answers each view's new as-of and the refresh's duration.$$;
 grant execute on function api.refresh_metrics(text) to admin, platform_admin;
 
 create function api.health_metrics()

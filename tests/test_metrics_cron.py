@@ -14,6 +14,7 @@ from waybill import migrate
 from waybill.cluster import Cluster
 
 JOBS = {
+    "waybill-metrics-agent-recent": "*/30 * * * *",
     "waybill-metrics-agent-running-totals": "*/30 * * * *",
     "waybill-metrics-geographic-coverage": "*/15 * * * *",
     "waybill-metrics-leaderboard": "*/30 * * * *",
@@ -75,6 +76,7 @@ def test_named_jobs_are_created_idempotently_and_really_run(cluster: Cluster, db
             assert health["cron"]["installed"] is True
             assert {j["jobName"] for j in health["cron"]["jobs"]} == set(JOBS)
             assert {v["view"] for v in health["views"]} == {
+                "agent_recent",
                 "agent_running_totals",
                 "leaderboard",
                 "sla_summary",

@@ -186,33 +186,34 @@ def test_agent_running_totals_equal_the_oracle(conn: psycopg.Connection, world: 
             assert [a[i] for a in arrays] == expected, (day, agent)
 
 
+def _check_agent_metrics(conn: psycopg.Connection, raw: list[dict], agent: int, f, t, d_from, d_to) -> None:
+    body, headers = o.call(conn, "agent_metrics", agent_id=str(agent), **{"from": f, "to": t})
+    as_of = dt.datetime.fromisoformat(body["asOf"])
+    exp = o.agent_figures(raw, agent, d_from, d_to, as_of)
+    where = f"agent {agent} [{d_from}, {d_to})"
+    assert body["assignments"] == {k: exp[k] for k in ("accepted", "delivered", "failed", "cancelled")}, where
+    for k in ("onTime", "slaBreaches", "successRate", "onTimeRate", "openPastDue"):
+        assert body[k] == exp[k], (where, k)
+    assert body["deliveryMinutes"]["mean"] == exp["meanDelivery"], where
+    assert o.close(body["deliveryMinutes"]["p50"], exp["p50"]), where
+    assert o.close(body["deliveryMinutes"]["p90"], exp["p90"]), where
+    assert body["acceptanceMinutes"]["mean"] == exp["meanAcceptance"], where
+    assert o.close(body["acceptanceMinutes"]["p50"], exp["acceptanceP50"]), where
+    assert [x["day"] for x in body["daily"]] == [
+        str(d_from + dt.timedelta(days=i)) for i in range((d_to - d_from).days)
+    ]
+    for x in body["daily"]:
+        dd = dt.date.fromisoformat(x["day"])
+        e = o.agent_figures(raw, agent, dd, dd + dt.timedelta(days=1), as_of)
+        assert (x["accepted"], x["delivered"], x["failed"], x["onTime"], x["successRate"]) == (
+            e["accepted"], e["delivered"], e["failed"], e["onTime"], e["successRate"]), (where, dd)  # fmt: skip
+    assert headers == [{"Cache-Control": "max-age=0"}]
+
+
 def test_agent_metrics(conn: psycopg.Connection, world: dict) -> None:
-    raw = world["raw"]
-    for key, agent in world["agents"].items():
+    for agent in world["agents"].values():
         for f, t, d_from, d_to in _periods(world["today"]):
-            body, headers = o.call(conn, "agent_metrics", agent_id=str(agent), **{"from": f, "to": t})
-            as_of = dt.datetime.fromisoformat(body["asOf"])
-            exp = o.agent_figures(raw, agent, d_from, d_to, as_of)
-            where = f"agent {key} [{d_from}, {d_to})"
-            assert body["assignments"] == {
-                k: exp[k] for k in ("accepted", "delivered", "failed", "cancelled")
-            }, where
-            for k in ("onTime", "slaBreaches", "successRate", "onTimeRate", "openPastDue"):
-                assert body[k] == exp[k], (where, k)
-            assert body["deliveryMinutes"]["mean"] == exp["meanDelivery"], where
-            assert o.close(body["deliveryMinutes"]["p50"], exp["p50"]), where
-            assert o.close(body["deliveryMinutes"]["p90"], exp["p90"]), where
-            assert body["acceptanceMinutes"]["mean"] == exp["meanAcceptance"], where
-            assert o.close(body["acceptanceMinutes"]["p50"], exp["acceptanceP50"]), where
-            assert [x["day"] for x in body["daily"]] == [
-                str(d_from + dt.timedelta(days=i)) for i in range((d_to - d_from).days)
-            ]
-            for x in body["daily"]:
-                dd = dt.date.fromisoformat(x["day"])
-                e = o.agent_figures(raw, agent, dd, dd + dt.timedelta(days=1), as_of)
-                assert (x["accepted"], x["delivered"], x["failed"], x["onTime"], x["successRate"]) == (
-                    e["accepted"], e["delivered"], e["failed"], e["onTime"], e["successRate"]), (where, dd)  # fmt: skip
-            assert headers == [{"Cache-Control": "max-age=0"}]
+            _check_agent_metrics(conn, world["raw"], agent, f, t, d_from, d_to)
     # the edge cases really are in the data set
     a = o.call(conn, "agent_metrics", agent_id=str(world["agents"]["A"]))[0]
     assert (a["assignments"]["delivered"], a["onTime"]) == (3, 2)  # the one exactly at the SLA is on time
@@ -388,3 +389,87 @@ def test_agent_activity_keyset_and_pages(conn: psycopg.Connection, world: dict) 
         o.call(conn, "agent_activity", agent_id=str(agent), page=str(p), page_size="3")[0] for p in (1, 2)
     ]
     assert [i["id"] for b in by_page for i in b["items"]] == expected[:6]
+
+
+# -- metrics.agent_recent (0021): the closed days of the default window, and the live days added -----
+def _recent_day(conn: psycopg.Connection) -> dt.date:
+    return conn.execute("select d_to from metrics.agent_recent limit 1").fetchone()[0]
+
+
+def _history(conn: psycopg.Connection, agent: int) -> list[dt.datetime]:
+    rows = conn.execute("select created_at from core.assignment_status_history where agent_id = %s", [agent])
+    return [r[0] for r in rows.fetchall()]
+
+
+def test_agent_recent_equals_the_oracle(conn: psycopg.Connection, world: dict) -> None:
+    """Each agent's row: the window's closed days summed and their values sorted, and the history
+    before them counted, all recomputed from the raw rows."""
+    raw, today = world["raw"], world["today"]
+    rows = conn.execute(
+        "select agent_id, d_from, d_to, history_rows, accepted, delivered, on_time, failed, cancelled,"
+        " delivery_values, acceptance_values from metrics.agent_recent where agent_id = any(%s)",
+        [list(world["agents"].values())],
+    ).fetchall()
+    assert sorted(r[0] for r in rows) == sorted(world["agents"].values())
+    for agent, d_from, d_to, history, *figures, dv, av in rows:
+        assert d_to in (today, today - dt.timedelta(days=1)) and (d_to - d_from).days == 29
+        e = o.agent_figures(raw, agent, d_from, d_to, dt.datetime.now(dt.UTC))
+        assert figures == [e["accepted"], e["delivered"], e["onTime"], e["failed"], e["cancelled"]], agent
+        mine = [r for r in raw if r["agent_id"] == agent]
+        delivered = [
+            r for r in mine if r["status"] == "DELIVERED" and o.in_period(r["delivered_at"], d_from, d_to)
+        ]
+        accepted = [r for r in mine if o.in_period(r["accepted_at"], d_from, d_to)]
+        assert dv == sorted(o.minutes(o.delivery_time(r)) for r in delivered), agent
+        assert av == sorted(o.minutes(r["accepted_at"] - r["created_at"]) for r in accepted), agent
+        midnight = dt.datetime.combine(d_to, dt.time(), dt.UTC)
+        assert history == sum(at < midnight for at in _history(conn, agent)), agent
+    assert sum(r[5] for r in rows) == sum(r["status"] == "DELIVERED" for r in raw)  # all in the closed days
+
+
+def test_agent_metrics_and_activity_add_the_live_days(conn: psycopg.Connection, world: dict) -> None:
+    """Steps taken after the refresh (today) are added live to the row's closed days: every figure,
+    the series' last day, the percentiles over both, and the history's total; an agent reading
+    itself gets the staff's answer."""
+    today = world["today"]
+    if _recent_day(conn) != today:
+        pytest.skip("in the 10 minutes after midnight UTC the view's closed days end the day before")
+    ag, w = world["agents"], World(conn)
+    # today, after the refresh: A late (9 min for a 4-min SLA), G on time, D accepted only
+    w.deliver(ag["A"], Z1, w.at(0, 0, 1), w.at(0, 0, 3), w.at(0, 0, 9), w.at(0, 0, 5))
+    w.deliver(ag["G"], Z1, w.at(0, 0, 1), w.at(0, 0, 2), w.at(0, 0, 4), w.at(0, 0, 8))
+    w.run(ag["D"], Z1, [("ACCEPTED", w.at(0, 0, 6))], w.at(0, 0, 1), w.at(0, 1))
+    raw = o.rows(conn)
+    d_from, d_to = today - dt.timedelta(days=29), today + dt.timedelta(days=1)
+    for key in "ADGK":
+        _check_agent_metrics(conn, raw, ag[key], None, None, d_from, d_to)
+        body = o.call(conn, "agent_activity", agent_id=str(ag[key]))[0]
+        assert body["total"] == len(_history(conn, ag[key])), key
+    a = o.call(conn, "agent_metrics", agent_id=str(ag["A"]))[0]
+    assert (a["assignments"]["delivered"], a["daily"][-1]["delivered"]) == (4, 1)
+    own = o.call(conn, "agent_metrics", role="agent", sub=str(ag["A"]))[0]
+    assert {k: v for k, v in own.items() if k != "asOf"} == {k: v for k, v in a.items() if k != "asOf"}
+    own = o.call(conn, "agent_activity", role="agent", sub=str(ag["A"]))[0]
+    assert own["total"] == len(_history(conn, ag["A"]))
+
+
+def test_union_percentiles_equal_percentile_cont(conn: psycopg.Connection) -> None:
+    """metrics.union_percentiles against PostgreSQL's own percentile_cont over both arrays' values,
+    on random arrays (empty, one-sided, duplicates, interleaved)."""
+    import random
+
+    rnd = random.Random(21)
+    fractions = [0.0, 0.01, 0.25, 0.5, 0.9, 0.99, 1.0]
+    for _ in range(300):
+        a = sorted(rnd.randint(0, 40) for _ in range(rnd.choice([0, 1, 2, 5, 30])))
+        b = sorted(rnd.randint(0, 40) for _ in range(rnd.choice([0, 1, 3, 30])))
+        got, want = conn.execute(
+            "select metrics.union_percentiles(%s::integer[], %s::integer[], %s::float8[]),"
+            " (select percentile_cont(%s::float8[]) within group (order by v)"
+            "    from unnest(%s::integer[] || %s::integer[]) v)",
+            [a, b, fractions, fractions, a, b],
+        ).fetchone()
+        if not a and not b:
+            assert got is None and want is None
+        else:
+            assert got == pytest.approx(want), (a, b)
