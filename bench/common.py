@@ -1,5 +1,5 @@
 """What the benchmarks share: /proc readings (CPU of the server and the machine), run metadata,
-percentiles, text and markdown tables, saving results. bench/lifecycle.py and bench/http.py import
+percentiles, text and markdown tables, saving results, and starting gateway/. The benchmarks import
 from here, never from each other.
 """
 
@@ -10,12 +10,19 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import psycopg
 
+from waybill import process
+from waybill.cluster import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -164,3 +171,65 @@ def save(results: dict, kind: str, path: Path | None = None) -> Path:
         path = RESULTS_DIR / f"{kind}-{stamp}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     return path
+
+
+@contextlib.contextmanager
+def gateway(
+    auth_url: str, secret: str, log_path: Path, options: Sequence[str] = (), cwd: Path = ROOT
+) -> Iterator[tuple[subprocess.Popen, int]]:
+    """`python -m gateway` (from the checkout `cwd`) on a free port, until its admin port says
+    ready; yields (process, port) and stops it after. The database URL and the JWT secret travel by
+    environment, never argv (gateway/__main__.py refuses them there). `options`: more gateway flags
+    (--pool-size, --workers, --log-level…). Its output goes to `log_path`, whose tail a failed start
+    reports."""
+    port, admin = free_port(), free_port()
+    env = dict(os.environ, PGRST_DB_URI=auth_url, PGRST_JWT_SECRET=secret)
+    with log_path.open("wb") as out:
+        proc = process.start(
+            [sys.executable, "-m", "gateway", "--host", HOST, "--port", str(port), "--admin-port", str(admin),
+             *options],
+            env=env, cwd=cwd, output=out,
+        )  # fmt: skip
+        try:
+            process.wait_until(
+                process.http_ok(f"http://{HOST}:{admin}/ready"),
+                timeout=60,
+                what=f"gateway on port {port}",
+                child=proc,
+                describe_exit=lambda: log_path.read_text(errors="replace")[-2000:],
+            )
+            yield proc, port
+        finally:
+            process.stop(proc)
+
+
+@contextlib.contextmanager
+def before_after_databases(before: str) -> Iterator[dict[str, str]]:
+    """{"before": a database with `before` and every later migration rolled back, "after": all applied}
+    (bench/outbox.py and bench/transition.py compare the two).
+    Existing databases by environment (WAYBILL_BENCH_BEFORE_DATABASE_URL and
+    WAYBILL_BENCH_DATABASE_URL), else two of a throw-away cluster."""
+    from waybill import migrate
+
+    ids = migrate.ordered_ids()
+    if before not in ids:
+        raise SystemExit(f"no migration {before!r}")
+    rollback = ids[ids.index(before) :][::-1]
+    env_before, env_after = (
+        os.environ.get(k) for k in ("WAYBILL_BENCH_BEFORE_DATABASE_URL", "WAYBILL_BENCH_DATABASE_URL")
+    )
+    if env_before and env_after:
+        yield {"before": env_before, "after": env_after}
+        return
+    from waybill import testing
+
+    with testing.test_cluster() as cluster:
+        log(f"throw-away cluster in {cluster.data_dir}; migrating the template")
+        testing.build_template(cluster)
+        for db in ("bench_outbox_before", "bench_outbox"):
+            cluster.drop_database(db)
+            cluster.create_database(db, template=testing.TEMPLATE_DB)
+        for mid in rollback:
+            log(f"bench_outbox_before: rolling back {mid}")
+            migrate.apply_step(cluster.url("bench_outbox_before"), mid, rollback=True)
+        yield {"before": cluster.url("bench_outbox_before"), "after": cluster.url("bench_outbox")}

@@ -13,6 +13,7 @@ checkout's). A throw-away cluster with 2,000 seeded orders; results in bench/res
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import secrets
@@ -23,10 +24,9 @@ import tempfile
 from pathlib import Path
 
 from bench import wrk
-from bench.common import save, tree_cpu_s
-from waybill import process, testing
+from bench.common import gateway, save, tree_cpu_s
+from waybill import testing
 from waybill.auth import mint
-from waybill.cluster import free_port
 from waybill.seed import seed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,20 +68,19 @@ def main(argv: list[str] | None = None) -> int:
         cluster.create_database("bench_ab", template=testing.TEMPLATE_DB)
         seed(cluster.url("bench_ab"), orders=2000, agents=50)
         secret = secrets.token_urlsafe(40)
-        env = dict(
-            os.environ, PGRST_DB_URI=cluster.url("bench_ab", user="authenticator"), PGRST_JWT_SECRET=secret
-        )
+        auth_url = cluster.url("bench_ab", user="authenticator")
         procs, ports = {}, {}
-        try:
+        with contextlib.ExitStack() as stack:
+            stack.callback(shutil.rmtree, before, ignore_errors=True)
             for name, tree in trees.items():
-                port, admin = free_port(), free_port()
-                cmd = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port)]
-                cmd += ["--admin-port", str(admin), "--log-level", "info"]
-                cmd += ["--workers", str(args.workers)] if name == "after" else []
-                log = (before / f"{name}.log").open("wb")
-                procs[name] = process.start(cmd, env=env, cwd=tree, output=log)
-                ports[name] = port
-                process.wait_until(process.http_ok(f"http://127.0.0.1:{admin}/ready"), timeout=60, what=name)
+                options = [
+                    "--log-level",
+                    "info",
+                    *(["--workers", str(args.workers)] if name == "after" else []),
+                ]
+                procs[name], ports[name] = stack.enter_context(
+                    gateway(auth_url, secret, before / f"{name}.log", options, cwd=tree)
+                )
             token = mint(secret, "admin", None, 3600)
             cells: dict[str, dict[str, list]] = {}
             for r in range(args.rounds):
@@ -109,10 +108,6 @@ def main(argv: list[str] | None = None) -> int:
                         cell["bad"] += figures["status"] + sum(
                             figures[k] for k in ("connect", "read", "timeout")
                         )
-        finally:
-            for proc in procs.values():
-                process.stop(proc)
-            shutil.rmtree(before, ignore_errors=True)
     results["cells"] = cells
     results["load_average"] = list(os.getloadavg())
     for key, c in cells.items():

@@ -55,7 +55,7 @@ import httpx
 import psycopg
 
 from bench import wrk as _wrk
-from bench.common import RESULTS_DIR
+from bench.common import HOST, RESULTS_DIR, gateway
 from bench.common import cluster_cpu as _cluster_cpu
 from bench.common import fmt as _f
 from bench.common import log as _log
@@ -77,7 +77,7 @@ def save(results: dict, path: Path | None = None) -> Path:
 
 
 APP_NAME = "waybill-bench-http"
-HOST = "127.0.0.1"
+
 USER_AGENT = "waybill-bench"
 
 
@@ -834,25 +834,18 @@ def run(
         raise RuntimeError("no agent has a DELIVERED assignment: seed the database first")
     procs_at = {n: max(1, min(n, procs)) for n in clients}
     secret = secrets.token_urlsafe(40)
-    ports = {"gateway": _free_port(), "noop": _free_port()}
-    admin_port = _free_port()
+    ports = {"noop": _free_port()}
     logdir = Path(tempfile.mkdtemp(prefix="bench-http-"))
     cells: dict[tuple[str, str, int], Cell] = {}
     stack = contextlib.ExitStack()
     stack.callback(shutil.rmtree, logdir, ignore_errors=True)
     with stack:
-        gw = stack.enter_context(
-            _server(
-                [
-                    "-m", "gateway", "--host", HOST,
-                    "--port", str(ports["gateway"]), "--admin-port", str(admin_port),
-                    "--pool-size", str(pool_size), "--log-level", gateway_log_level,
-                    "--prepare-threshold", prepare_threshold,
-                    *(["--workers", str(gateway_workers)] if gateway_workers else []),
-                ],
-                f"http://{HOST}:{admin_port}/ready",
-                logdir / "gateway.log",
-                env={"PGRST_DB_URI": auth_url, "PGRST_JWT_SECRET": secret},  # never argv
+        gw, ports["gateway"] = stack.enter_context(
+            gateway(
+                auth_url, secret, logdir / "gateway.log",
+                ["--pool-size", str(pool_size), "--log-level", gateway_log_level,
+                 "--prepare-threshold", prepare_threshold,
+                 *(["--workers", str(gateway_workers)] if gateway_workers else [])],
             )
         )  # fmt: skip
         noop = stack.enter_context(

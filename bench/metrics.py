@@ -30,19 +30,17 @@ import json
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import psycopg
 
+from bench.common import HOST, gateway
 from bench.http import RawHttp
 
-HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -176,39 +174,6 @@ def targets(url: str) -> dict[str, tuple[str, str]]:
 
 
 # -- HTTP -----------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def gateway(auth_url: str, secret: str) -> Iterator[int]:
-    from waybill.cluster import free_port
-
-    port, admin = free_port(), free_port()
-    # The URL and the secret by environment, never argv (gateway/__main__.py refuses them there).
-    env = dict(os.environ, PGRST_DB_URI=auth_url, PGRST_JWT_SECRET=secret)
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "--host", HOST, "--port", str(port),
-             "--admin-port", str(admin), "--pool-size", "16", "--log-level", "warning"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"http://{HOST}:{admin}/ready", timeout=2).status_code == 200:
-                        break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    out.seek(0)
-                    raise RuntimeError(f"gateway did not start: {out.read()[-2000:]!r}")
-                time.sleep(0.05)
-            yield port
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 def header_block(port: int, token: str | None) -> bytes:
     lines = [f"Host: {HOST}:{port}", "User-Agent: waybill-bench", "Accept: application/json"]
     if token:
@@ -282,7 +247,11 @@ def http_bench(cluster, db: str, args: argparse.Namespace) -> dict:
         wanted = args.endpoints.split(",")
         plan = {k: v for k, v in plan.items() if k == "health_db" or any(w in k for w in wanted)}
     results: dict = {}
-    with gateway(cluster.url(db, user="authenticator"), secret) as port:
+    with (
+        tempfile.TemporaryDirectory() as logs,
+        gateway(cluster.url(db, user="authenticator"), secret, Path(logs) / "gateway.log",
+                ["--pool-size", "16", "--log-level", "warning"]) as (_, port),
+    ):  # fmt: skip
         blocks = {
             None: header_block(port, None),
             "admin": header_block(port, mint(secret, "admin", None, 24 * 3600)),

@@ -43,7 +43,7 @@ from typing import Any
 
 import psycopg
 
-from bench.common import RESULTS_DIR
+from bench.common import RESULTS_DIR, before_after_databases
 from bench.lifecycle import build_world, check_lifecycle, run_slice, summarise
 
 MODES = ("off", "on", "on_armed", "notify_every")
@@ -432,37 +432,6 @@ def _database(url: str | None) -> Iterator[str]:
         yield cluster.url("bench_outbox")
 
 
-@contextlib.contextmanager
-def _databases(before: str) -> Iterator[dict[str, str]]:
-    """{"before": a database with `before` and every later migration rolled back, "after": all applied}.
-    Existing databases by environment (WAYBILL_BENCH_BEFORE_DATABASE_URL and
-    WAYBILL_BENCH_DATABASE_URL), else two of a throw-away cluster."""
-    from waybill import migrate
-
-    ids = migrate.ordered_ids()
-    if before not in ids:
-        raise SystemExit(f"no migration {before!r}")
-    rollback = ids[ids.index(before) :][::-1]
-    env_before, env_after = (
-        os.environ.get(k) for k in ("WAYBILL_BENCH_BEFORE_DATABASE_URL", "WAYBILL_BENCH_DATABASE_URL")
-    )
-    if env_before and env_after:
-        yield {"before": env_before, "after": env_after}
-        return
-    from waybill import testing
-
-    with testing.test_cluster() as cluster:
-        _log(f"throw-away cluster in {cluster.data_dir}; migrating the template")
-        testing.build_template(cluster)
-        for db in ("bench_outbox_before", "bench_outbox"):
-            cluster.drop_database(db)
-            cluster.create_database(db, template=testing.TEMPLATE_DB)
-        for mid in rollback:
-            _log(f"bench_outbox_before: rolling back {mid}")
-            migrate.apply_step(cluster.url("bench_outbox_before"), mid, rollback=True)
-        yield {"before": cluster.url("bench_outbox_before"), "after": cluster.url("bench_outbox")}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.outbox", description=__doc__.split("\n\n")[0])
     p.add_argument("--levels", default="1,8,32", help="client counts, comma-separated (default 1,8,32)")
@@ -483,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
     if args.before:
-        with _databases(args.before) as urls:
+        with before_after_databases(args.before) as urls:
             results = run_before_after(urls, levels=levels, seconds=args.seconds, slices=args.slices)
         results["config"]["before"] = args.before
         path = args.output or RESULTS_DIR / (

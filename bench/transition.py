@@ -34,8 +34,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench import lifecycle, toggles
-from bench.common import log, save
-from bench.outbox import _databases as before_after_databases
+from bench.common import before_after_databases, log, save
 
 STEPS = (*lifecycle.TRANSITIONS, lifecycle.INSERT)
 
