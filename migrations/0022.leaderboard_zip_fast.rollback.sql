@@ -1,6 +1,138 @@
--- Undo 0022: api.agent_leaderboard as 0019 left it (a zip code's leaderboard through EXECUTE).
+-- Undo 0022: metrics.leaderboard_over_period and api.agent_leaderboard as 0019 left them (a zip
+-- code's leaderboard through EXECUTE; one statement for every sort over a non-standard period).
 set local lock_timeout = '5s';
 set local statement_timeout = '60s';
+
+create or replace function metrics.leaderboard_over_period(
+    p_from date, p_to date, p_sort text, p_order text, p_min integer, p_offset bigint, p_limit integer,
+    out total bigint, out items json
+)
+returns record
+language plpgsql
+stable
+set search_path = ''
+as $$
+-- The same ranking as api.agent_leaderboard's for a period summed live, all zip codes: the days the
+-- view holds are two of its rows subtracted, the days after them (today, usually) summed from
+-- metrics.agent_daily. A past day's rollup rows no longer change (a transition counts on the day it
+-- happens), so the answer is live. Arrays in PL/pgSQL variables: read once, subscripted in O(1).
+declare
+    v_covered date;
+    v_ids bigint[];
+    h_n integer[]; h_a integer[]; h_d integer[]; h_o integer[]; h_f integer[]; h_c integer[]; h_us bigint[];
+    l_n integer[]; l_a integer[]; l_d integer[]; l_o integer[]; l_f integer[]; l_c integer[]; l_us bigint[];
+begin
+    select r.day + 1 into v_covered
+      from metrics.agent_running_totals r where r.day > '-infinity' order by r.day desc limit 1;
+    if v_covered is not null and p_from < v_covered then
+        select r.agent_ids into v_ids from metrics.agent_running_totals r where r.day = '-infinity';
+        -- totals through the period's last day the view holds, and through the day before the period
+        select r.days, r.accepted, r.delivered, r.on_time, r.failed, r.cancelled, r.delivery_us
+          into h_n, h_a, h_d, h_o, h_f, h_c, h_us
+          from metrics.agent_running_totals r
+         where r.day > '-infinity' and r.day < least(p_to, v_covered) order by r.day desc limit 1;
+        select r.days, r.accepted, r.delivered, r.on_time, r.failed, r.cancelled, r.delivery_us
+          into l_n, l_a, l_d, l_o, l_f, l_c, l_us
+          from metrics.agent_running_totals r
+         where r.day > '-infinity' and r.day < p_from order by r.day desc limit 1;
+    end if;
+    if h_n is not null and p_to <= v_covered then
+        -- the whole period in the view: per agent (an ordinal i), only what ranks it, then the page's
+        -- other figures for its rows alone
+        with scored as (
+            -- deliveries rank by an integer (k1; cheaper to sort than numeric), rates by numeric (k2)
+            select s.i,
+                   case when p_sort <> 'deliveries' then 0
+                        when p_order = 'desc' then -s.delivered else s.delivered end as k1,
+                   case when p_sort = 'deliveries' then null
+                        else (case when p_order = 'desc' then -1 else 1 end)
+                             * case p_sort when 'success_rate' then s.delivered::numeric / nullif(s.delivered + s.failed, 0)
+                                           when 'on_time_rate' then (h_o[s.i] - coalesce(l_o[s.i], 0))::numeric / nullif(s.delivered, 0)
+                                           else (h_us[s.i] - coalesce(l_us[s.i], 0))::numeric / nullif(s.delivered, 0) end
+                   end as k2
+              from (select i, h_d[i] - coalesce(l_d[i], 0) as delivered,
+                           case when p_sort = 'success_rate' then h_f[i] - coalesce(l_f[i], 0) end as failed
+                      from generate_subscripts(h_n, 1) i
+                     where h_n[i] - coalesce(l_n[i], 0) > 0) s
+             where case p_sort when 'deliveries' then true
+                               when 'success_rate' then s.delivered + s.failed >= p_min
+                               else s.delivered >= p_min end
+        ), top as (
+            -- rank() needs only the rows before the page: the first offset + limit in rank order
+            -- (ordinals ascend with agent ids: i breaks ties as agent_id does)
+            select t.*, rank() over (order by t.k1, t.k2) as rnk
+              from (select r.i, r.k1, r.k2
+                      from scored r
+                     order by r.k1, r.k2, r.i
+                     limit p_offset + p_limit) t
+        ), page as (
+            select t.rnk, v_ids[t.i] as agent_id, t.k1, t.k2,
+                   h_a[t.i] - coalesce(l_a[t.i], 0) as accepted, h_d[t.i] - coalesce(l_d[t.i], 0) as delivered,
+                   h_o[t.i] - coalesce(l_o[t.i], 0) as on_time, h_f[t.i] - coalesce(l_f[t.i], 0) as failed,
+                   h_c[t.i] - coalesce(l_c[t.i], 0) as cancelled, h_us[t.i] - coalesce(l_us[t.i], 0) as delivery_us
+              from top t
+             order by t.k1, t.k2, t.i
+            offset p_offset
+        )
+        select (select count(*) from scored), coalesce((
+                   select json_agg(json_build_object(
+                              'rank', p.rnk, 'agentId', p.agent_id, 'name', d.name,
+                              'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
+                              'cancelled', p.cancelled, 'onTime', p.on_time,
+                              'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
+                              'onTimeRate', metrics.rate(p.on_time, p.delivered),
+                              'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
+                          order by p.rnk, p.agent_id)
+                     from page p left join core.delivery_agents d on d.id = p.agent_id), '[]')
+          into total, items;
+        return;
+    end if;
+    -- the days after the view's (or every day, without it): summed live, the view's days added
+    with src as (
+        select x.agent_id, sum(x.accepted)::integer as accepted, sum(x.delivered)::integer as delivered,
+               sum(x.on_time)::integer as on_time, sum(x.failed)::integer as failed,
+               sum(x.cancelled)::integer as cancelled, sum(x.delivery_us)::bigint as delivery_us
+          from (select v_ids[i] as agent_id, h_a[i] - coalesce(l_a[i], 0) as accepted,
+                       h_d[i] - coalesce(l_d[i], 0) as delivered, h_o[i] - coalesce(l_o[i], 0) as on_time,
+                       h_f[i] - coalesce(l_f[i], 0) as failed, h_c[i] - coalesce(l_c[i], 0) as cancelled,
+                       h_us[i] - coalesce(l_us[i], 0) as delivery_us
+                  from generate_subscripts(h_n, 1) i
+                 where h_n[i] - coalesce(l_n[i], 0) > 0
+                union all
+                select a.agent_id, a.accepted, a.delivered, a.on_time, a.failed, a.cancelled, a.delivery_us
+                  from metrics.agent_daily a
+                 where a.day >= greatest(p_from, coalesce(v_covered, p_from)) and a.day < p_to) x
+         group by x.agent_id
+    ), scored as (
+        select s.*,
+               case p_sort when 'deliveries' then s.delivered::numeric
+                           when 'success_rate' then s.delivered::numeric / nullif(s.delivered + s.failed, 0)
+                           when 'on_time_rate' then s.on_time::numeric / nullif(s.delivered, 0)
+                           else s.delivery_us::numeric / nullif(s.delivered, 0) end as v
+          from src s
+         where case p_sort when 'deliveries' then true
+                           when 'success_rate' then s.delivered + s.failed >= p_min
+                           else s.delivered >= p_min end
+    ), top as (
+        select t.*, rank() over (order by t.k) as rnk
+          from (select r.*, case when p_order = 'desc' then -r.v else r.v end as k
+                  from scored r
+                 order by k, r.agent_id
+                 limit p_offset + p_limit) t
+    )
+    select (select count(*) from scored), coalesce((
+                   select json_agg(json_build_object(
+                              'rank', p.rnk, 'agentId', p.agent_id, 'name', d.name,
+                              'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
+                              'cancelled', p.cancelled, 'onTime', p.on_time,
+                              'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
+                              'onTimeRate', metrics.rate(p.on_time, p.delivered),
+                              'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
+                          order by p.rnk, p.agent_id)
+                     from (select t.* from top t order by t.k, t.agent_id offset p_offset) p left join core.delivery_agents d on d.id = p.agent_id), '[]')
+      into total, items;
+end
+$$;
 
 create or replace function api.agent_leaderboard(
     "from" text default null, "to" text default null, zip_code text default null,
