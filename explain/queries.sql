@@ -250,6 +250,7 @@ select s.hist_minutes, s.hist_counts
 
 -- name: metrics_leaderboard_zip
 -- serves: agent_leaderboard?zip_code over a standard window: the view's rows of the zip code's agents
+-- (since 0022 with the sort's rank column, ranked among them; a static statement, a generic plan)
 -- expect: leaderboard_window_days_agent_id_key
 -- params: select array(select d.id from core.delivery_agents d where d.serviceable_zip_codes @> array[p.zip]) from explain_params p where p.k = 'busiest_zip'
 select l.agent_id, l.accepted, l.delivered, l.on_time, l.failed, l.cancelled, l.delivery_us

@@ -76,6 +76,7 @@ declare
     v_ids bigint[];
     h_n integer[]; h_a integer[]; h_d integer[]; h_o integer[]; h_f integer[]; h_c integer[]; h_us bigint[];
     l_n integer[]; l_a integer[]; l_d integer[]; l_o integer[]; l_f integer[]; l_c integer[]; l_us bigint[];
+    v_sign integer;
 begin
     select r.day + 1 into v_covered
       from metrics.agent_running_totals r where r.day > '-infinity' order by r.day desc limit 1;
@@ -90,6 +91,45 @@ begin
           into l_n, l_a, l_d, l_o, l_f, l_c, l_us
           from metrics.agent_running_totals r
          where r.day > '-infinity' and r.day < p_from order by r.day desc limit 1;
+    end if;
+    if h_n is not null and p_to <= v_covered and p_sort = 'deliveries' then
+        -- the whole period in the view, ranked by deliveries (the default sort): its own statement,
+        -- the key an integer computed from two arrays, no per-agent CASE over the sort and order
+        -- (docs/performance/agent-metrics.md, migration 0022: a third of the pass)
+        v_sign := case when p_order = 'desc' then -1 else 1 end;
+        if l_n is null then  -- the period starts on the view's first day: nothing before it
+            l_n := array_fill(0, array[cardinality(h_n)]);
+            l_d := l_n;
+        end if;
+        with scored as (
+            select i, v_sign * (h_d[i] - l_d[i]) as k
+              from generate_subscripts(h_n, 1) i
+             where h_n[i] > l_n[i]
+        ), top as (
+            -- ordinals ascend with agent ids: i breaks ties as agent_id does
+            select t.i, t.k, rank() over (order by t.k) as rnk
+              from (select r.i, r.k from scored r order by r.k, r.i limit p_offset + p_limit) t
+        ), page as (
+            select t.rnk, v_ids[t.i] as agent_id, t.k, t.i,
+                   h_a[t.i] - coalesce(l_a[t.i], 0) as accepted, h_d[t.i] - l_d[t.i] as delivered,
+                   h_o[t.i] - coalesce(l_o[t.i], 0) as on_time, h_f[t.i] - coalesce(l_f[t.i], 0) as failed,
+                   h_c[t.i] - coalesce(l_c[t.i], 0) as cancelled, h_us[t.i] - coalesce(l_us[t.i], 0) as delivery_us
+              from top t
+             order by t.k, t.i
+            offset p_offset
+        )
+        select (select count(*) from scored), coalesce((
+                   select json_agg(json_build_object(
+                              'rank', p.rnk, 'agentId', p.agent_id, 'name', d.name,
+                              'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
+                              'cancelled', p.cancelled, 'onTime', p.on_time,
+                              'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
+                              'onTimeRate', metrics.rate(p.on_time, p.delivered),
+                              'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
+                          order by p.rnk, p.agent_id)
+                     from page p left join core.delivery_agents d on d.id = p.agent_id), '[]')
+          into total, items;
+        return;
     end if;
     if h_n is not null and p_to <= v_covered then
         -- the whole period in the view: per agent (an ordinal i), only what ranks it, then the page's

@@ -266,6 +266,7 @@ def test_agent_leaderboard(conn: psycopg.Connection, world: dict, sort_by: str) 
             ("asc", 1, None),
             ("desc", 5, None),
             ("desc", 1, Z1),
+            ("asc", 5, Z1),  # a zip code at the default threshold: ranked by the view's ranks
         ]:
             body, headers = o.call(
                 conn, "agent_leaderboard", sort_by=sort_by, sort_order=order, min_deliveries=str(min_n),
@@ -302,6 +303,57 @@ def test_agent_leaderboard_pages(conn: psycopg.Connection, world: dict, ranked_a
     assert all(p["total"] == len(whole) and p["limit"] == 2 for p in pages)
     past = o.call(conn, "agent_leaderboard", page="99", page_size="2", **args)[0]
     assert past["items"] == [] and past["total"] == len(whole)
+
+
+def test_agent_leaderboard_zip_code_ranks_among_its_agents(conn: psycopg.Connection, world: dict) -> None:
+    """A zip code's leaderboard at the default threshold ranks its agents among themselves (a standard
+    window: by the view's ranks in the whole window; another period: summed live): agents serving
+    several zip codes, ties, every sort and order, pages of one, and the zip codes each agent serves
+    read at request time (after the view's refresh)."""
+    w = World(conn)
+    ag = dict(world["agents"])
+    ag["L"] = _agent(conn, "Oracle L", [Z3])
+    ag["M"] = _agent(conn, "Oracle M", [Z1, Z3])
+    ag["N"] = _agent(conn, "Oracle N", [Z3])
+    for i in range(6):  # L: 6 of 6 on time, fast
+        w.deliver(ag["L"], Z3, w.at(-2, 6 + i), w.at(-2, 6 + i, 1), w.at(-2, 6 + i, 20), w.at(-2, 20))
+    for k in "MN":  # M and N: the same figures (a tie in Z3), one day live (today)
+        for i in range(5):
+            w.deliver(ag[k], Z3, w.at(-1, 6 + i), w.at(-1, 6 + i, 2), w.at(-1, 7 + i, 3 * i),
+                      w.at(-1, 7 + i, 10))  # fmt: skip
+        w.run(ag[k], Z3, [("ACCEPTED", w.at(0, 0, 1)), ("FAILED", w.at(0, 0, 2))], w.at(0, 0), w.at(0, 9))
+    conn.execute("select metrics.refresh()")
+    # after the refresh: L serves Z1 too (the zip codes are read live, as before the view)
+    conn.execute(
+        "update core.delivery_agents set serviceable_zip_codes = %s where id = %s", [[Z3, Z1], ag["L"]]
+    )
+    raw, agents = o.rows(conn), list(ag.values())
+    served = {Z1: {a for k, a in ag.items() if k in "ABCDEFGLM"}, Z3: {ag[k] for k in "KLMN"}}
+    today, d = world["today"], dt.timedelta
+    periods = [(None, None, today - d(days=29), today + d(days=1)),
+               (str(today - d(days=2)), str(today + d(days=1)), today - d(days=2), today + d(days=1))]  # fmt: skip
+    for (f, t, d_from, d_to), zip_code in itertools.product(periods, (Z1, Z3)):
+        for sort_by, order in itertools.product(
+            ("deliveries", "success_rate", "on_time_rate", "avg_delivery_minutes"), ("desc", "asc")
+        ):
+            args = {"from": f, "to": t, "zip_code": zip_code, "sort_by": sort_by, "sort_order": order}
+            body = o.call(conn, "agent_leaderboard", page_size="100", **args)[0]
+            exp = _expected_board(raw, agents, d_from, d_to, sort_by, order, 5, served[zip_code])
+            got = [(i["rank"], i["agentId"], i["deliveries"], i["failed"], i["onTime"], i["successRate"],
+                    i["onTimeRate"]) for i in body["items"]]  # fmt: skip
+            where = (zip_code, sort_by, order, d_from, d_to)
+            assert got == exp, where
+            assert body["total"] == len(exp), where
+            pages = [o.call(conn, "agent_leaderboard", page=str(p), page_size="1", **args)[0]
+                     for p in range(1, len(exp) + 2)]  # fmt: skip
+            assert [i for p in pages for i in p["items"]] == body["items"], where
+            assert all(p["total"] == len(exp) for p in pages), where
+    # the data set has what the ranking must handle: a tie in Z3, and L ranked in Z1 at request time
+    z3 = o.call(conn, "agent_leaderboard", zip_code=Z3, sort_by="on_time_rate")[0]["items"]
+    ranks = {i["agentId"]: i["rank"] for i in z3}
+    assert ranks[ag["M"]] == ranks[ag["N"]] and ranks[ag["L"]] == 1
+    z1 = o.call(conn, "agent_leaderboard", zip_code=Z1, sort_by="on_time_rate")[0]["items"]
+    assert [i["agentId"] for i in z1][:1] == [ag["L"]]
 
 
 def test_sla_summary(conn: psycopg.Connection, world: dict) -> None:
