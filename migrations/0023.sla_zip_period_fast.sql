@@ -64,21 +64,17 @@ with d as (
     -- linguistic sort of text keys costs seconds at 1M assignments)
     select z.zip_code, (row_number() over (order by z.zip_code collate "C"))::integer as zid
       from (select distinct zm.zip_code from zm) z
-), zb as (
-    -- each zip code's distinct minutes in bands: a band ends after 64 minutes or once 384 postings
-    -- (minute, day) precede it in the band
-    select x.zid, x.minute,
-           dense_rank() over (partition by x.zid order by x.before / 384, x.rn / 64)::integer as band
-      from (select zi.zid, zm.minute, (sum(count(*)) over w - count(*))::bigint as before, row_number() over w - 1 as rn
-              from zm join zi on zi.zip_code = zm.zip_code
-             group by zi.zid, zm.minute
-            window w as (partition by zi.zid order by zm.minute)) x
 ), zp as (
-    -- the postings: deliveries per zip code, band, minute and day
-    select zi.zid, zb.band, zm.minute, zm.day, zm.n
-      from zm
-      join zi on zi.zip_code = zm.zip_code
-      join zb on zb.zid = zi.zid and zb.minute = zm.minute
+    -- the postings (deliveries per zip code, minute and day) with their band: bands cut each zip
+    -- code's distinct minutes, ascending; one ends after 64 minutes or once 384 postings precede it
+    -- in the band. rank() - 1 counts the zip code's postings of smaller minutes, dense_rank() - 1 its
+    -- smaller distinct minutes.
+    select y.zid, y.minute, y.day, y.n,
+           dense_rank() over (partition by y.zid order by y.before / 384, y.rn / 64)::integer as band
+      from (select zi.zid, zm.minute, zm.day, zm.n,
+                   rank() over w - 1 as before, dense_rank() over w - 1 as rn
+              from zm join zi on zi.zip_code = zm.zip_code
+            window w as (partition by zi.zid order by zm.minute)) y
 ), zg as (
     -- band_counts of each zip code's days: a dense grid (the zip code's days x its bands), cumulated
     -- within each day over the bands, then over the days
@@ -86,8 +82,8 @@ with d as (
       from (select w.zid, w.day, w.band, sum(w.within) over (partition by w.zid, w.band order by w.day) as c
               from (select pd.zid, pd.day, b.band,
                            sum(coalesce(pb.n, 0)) over (partition by pd.zid, pd.day order by b.band) as within
-                      from (select distinct zp.zid, zp.day from zp) pd
-                      join (select zb.zid, max(zb.band) as bands from zb group by zb.zid) nb on nb.zid = pd.zid
+                      from (select zi.zid, zd.day from zd join zi on zi.zip_code = zd.zip_code) pd
+                      join (select zp.zid, max(zp.band) as bands from zp group by zp.zid) nb on nb.zid = pd.zid
                      cross join lateral generate_series(1, nb.bands) b (band)
                       left join (select zp.zid, zp.day, zp.band, sum(zp.n) as n
                                    from zp group by zp.zid, zp.day, zp.band) pb
