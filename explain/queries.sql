@@ -214,7 +214,7 @@ select a.day, a.accepted, a.delivered, a.on_time, a.failed, a.cancelled, a.deliv
 
 -- name: metrics_sla_zip_days
 -- serves: sla_summary?zip_code: one zip code's days of a period, precomputed in the view (exact)
--- expect: sla_summary_grain_zip_code_d_from_key
+-- expect: sla_summary_grain_zip_code_d_from_band_key
 -- params: select p.zip, current_date - 30, current_date + 1 from explain_params p where p.k = 'busiest_zip'
 select s.d_from, s.delivered, s.on_time, s.minutes_p
   from metrics.sla_summary s
@@ -222,25 +222,36 @@ select s.d_from, s.delivered, s.on_time, s.minutes_p
 
 -- name: metrics_sla_zip_window
 -- serves: sla_summary?zip_code over a standard window: one row of the view
--- expect: sla_summary_grain_zip_code_d_from_key
+-- expect: sla_summary_grain_zip_code_d_from_band_key
 -- params: select p.zip, current_date - 29, current_date + 1 from explain_params p where p.k = 'busiest_zip'
 select s.delivered, s.on_time, s.delivery_us, s.minutes_p
   from metrics.sla_summary s
  where s.grain = 'zip_window' and s.zip_code = $1 and s.d_from = $2 and s.d_to = $3;
 
--- name: metrics_sla_period_histogram
--- serves: sla_summary?zip_code over a non-standard period: the zip code's days' minute buckets merged
--- expect: sla_summary_grain_zip_code_d_from_key
--- params: select p.zip, current_date - 13, current_date - 6 from explain_params p where p.k = 'busiest_zip'
-select u.minute, sum(u.n)::bigint as n
-  from metrics.sla_summary s, unnest(s.hist_minutes, s.hist_counts) u (minute, n)
- where s.grain = 'zip_day' and s.zip_code = $1 and s.d_from >= $2 and s.d_from < $3
- group by u.minute;
+-- name: metrics_sla_zip_period_bands
+-- serves: sla_summary?zip_code over a non-standard period: the zip code's cumulative band counts of
+-- the last day before a bound (read twice: before `to` and before `from`; 0023)
+-- expect: sla_summary_grain_zip_code_d_from_band_key
+-- params: select p.zip, current_date - 6 from explain_params p where p.k = 'busiest_zip'
+select s.band_counts
+  from metrics.sla_summary s
+ where s.grain = 'zip_day' and s.zip_code = $1 and s.d_from < $2
+ order by s.d_from desc
+ limit 1;
+
+-- name: metrics_sla_zip_period_postings
+-- serves: sla_summary?zip_code over a non-standard period: one band's minutes and postings (a probe
+-- per band holding a percentile's rank; 0023)
+-- expect: sla_summary_grain_zip_code_d_from_band_key
+-- params: select p.zip from explain_params p where p.k = 'busiest_zip'
+select s.hist_minutes, s.posting_keys, s.posting_counts
+  from metrics.sla_summary s
+ where s.grain = 'zip_band' and s.zip_code = $1 and s.d_from = '-infinity' and s.band = 1;
 
 -- name: metrics_sla_period_cumulative
 -- serves: sla_summary over a non-standard period, all zip codes: the cumulative histogram of the
 -- last day before a bound (read twice: before `to` and before `from`; 0016)
--- expect: sla_summary_grain_zip_code_d_from_key
+-- expect: sla_summary_grain_zip_code_d_from_band_key
 -- params: select metrics.utc_day(p.t_to) - 6 from explain_params p where p.k = 'last_week'
 select s.hist_minutes, s.hist_counts
   from metrics.sla_summary s
