@@ -103,7 +103,8 @@ def sizes(url: str) -> dict:
 def refresh_times(url: str, runs: int) -> dict:
     out = {}
     with psycopg.connect(url, autocommit=True) as conn:
-        for view in ("leaderboard", "sla_summary", "geographic_coverage", "agent_running_totals"):
+        views = [r[0] for r in conn.execute("select name from metrics.views order by name").fetchall()]
+        for view in views:  # every view of the registry
             ms = [
                 float(
                     conn.execute("select duration_ms from metrics.refresh(%s, 'bench')", [view]).fetchone()[0]
@@ -448,8 +449,8 @@ def markdown(res: dict) -> str:
                          f"{r['rps']:,.0f} | {r['ratio_to_health_db']:.2f} |")  # fmt: skip
     if "refresh" in res:
         lines += ["", "| refresh | median ms |", "|---|--:|"]
-        for view in ("leaderboard", "sla_summary", "geographic_coverage", "agent_running_totals"):
-            if view not in res["refresh"]:  # a run from before the view existed
+        for view in res["refresh"]:
+            if view == "rebuild_rollups":
                 continue
             lines.append(f"| `metrics.{view}` | {res['refresh'][view]['median_ms']:,.0f} |")
         lines.append(f"| `metrics.rebuild_rollups()` | {res['refresh']['rebuild_rollups']['ms']:,.0f} |")
