@@ -135,6 +135,28 @@ create index leaderboard_window_days_rank_avg_delivery_minutes_asc_idx on metric
 comment on index metrics.leaderboard_window_days_rank_avg_delivery_minutes_asc_idx is 'Serves the default leaderboard page sorted by avg_delivery_minutes asc.';
 grant select on metrics.leaderboard to admin, platform_admin;
 
+-- One leaderboard item, the same JSON from every path of api.agent_leaderboard and
+-- metrics.leaderboard_over_period (0024). STABLE, not IMMUTABLE, so that it is inlined
+-- (json_build_object is stable: see metrics.sla_day).
+create function metrics.leaderboard_item(p_rank bigint, p_agent_id bigint, p_name text, p_delivered bigint,
+                                         p_failed bigint, p_accepted bigint, p_cancelled bigint,
+                                         p_on_time bigint, p_delivery_us bigint)
+returns json
+language sql
+stable
+as $$
+    select json_build_object(
+               'rank', p_rank, 'agentId', p_agent_id, 'name', p_name,
+               'deliveries', p_delivered, 'failed', p_failed, 'accepted', p_accepted,
+               'cancelled', p_cancelled, 'onTime', p_on_time,
+               'successRate', metrics.rate(p_delivered, p_delivered + p_failed),
+               'onTimeRate', metrics.rate(p_on_time, p_delivered),
+               'avgDeliveryMinutes', metrics.mean_minutes(p_delivery_us, p_delivered))
+$$;
+comment on function metrics.leaderboard_item(bigint, bigint, text, bigint, bigint, bigint, bigint, bigint, bigint) is 'One agent of a leaderboard page as JSON: rank, id, name, counts, rates and mean delivery minutes.';
+grant execute on function metrics.leaderboard_item(bigint, bigint, text, bigint, bigint, bigint, bigint, bigint, bigint)
+    to admin, platform_admin;
+
 -- -------------------------------------------------------------------------------------------------
 -- SLA summary: exact per-day and standard-window figures, for all zip codes and for each zip code,
 -- and open and past-due assignments per zip code. Every request shape with a standard window (and

@@ -119,13 +119,8 @@ begin
             offset p_offset
         )
         select (select count(*) from scored), coalesce((
-                   select json_agg(json_build_object(
-                              'rank', p.rnk, 'agentId', p.agent_id, 'name', d.name,
-                              'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
-                              'cancelled', p.cancelled, 'onTime', p.on_time,
-                              'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
-                              'onTimeRate', metrics.rate(p.on_time, p.delivered),
-                              'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
+                   select json_agg(metrics.leaderboard_item(p.rnk, p.agent_id, d.name, p.delivered, p.failed, p.accepted,
+                              p.cancelled, p.on_time, p.delivery_us)
                           order by p.rnk, p.agent_id)
                      from page p left join core.delivery_agents d on d.id = p.agent_id), '[]')
           into total, items;
@@ -170,13 +165,8 @@ begin
             offset p_offset
         )
         select (select count(*) from scored), coalesce((
-                   select json_agg(json_build_object(
-                              'rank', p.rnk, 'agentId', p.agent_id, 'name', d.name,
-                              'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
-                              'cancelled', p.cancelled, 'onTime', p.on_time,
-                              'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
-                              'onTimeRate', metrics.rate(p.on_time, p.delivered),
-                              'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
+                   select json_agg(metrics.leaderboard_item(p.rnk, p.agent_id, d.name, p.delivered, p.failed, p.accepted,
+                              p.cancelled, p.on_time, p.delivery_us)
                           order by p.rnk, p.agent_id)
                      from page p left join core.delivery_agents d on d.id = p.agent_id), '[]')
           into total, items;
@@ -216,13 +206,8 @@ begin
                  limit p_offset + p_limit) t
     )
     select (select count(*) from scored), coalesce((
-                   select json_agg(json_build_object(
-                              'rank', p.rnk, 'agentId', p.agent_id, 'name', d.name,
-                              'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
-                              'cancelled', p.cancelled, 'onTime', p.on_time,
-                              'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
-                              'onTimeRate', metrics.rate(p.on_time, p.delivered),
-                              'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
+                   select json_agg(metrics.leaderboard_item(p.rnk, p.agent_id, d.name, p.delivered, p.failed, p.accepted,
+                              p.cancelled, p.on_time, p.delivery_us)
                           order by p.rnk, p.agent_id)
                      from (select t.* from top t order by t.k, t.agent_id offset p_offset) p left join core.delivery_agents d on d.id = p.agent_id), '[]')
       into total, items;

@@ -109,13 +109,8 @@ begin
                      where l.window_days = v_window and l.rank_avg_delivery_minutes_asc is not null
                      order by l.rank_avg_delivery_minutes_asc, l.agent_id offset v_offset limit v_limit) x;
         end if;
-        select coalesce(json_agg(json_build_object(
-                   'rank', u.rnk, 'agentId', u.agent_id, 'name', d.name,
-                   'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
-                   'cancelled', p.cancelled, 'onTime', p.on_time,
-                   'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
-                   'onTimeRate', metrics.rate(p.on_time, p.delivered),
-                   'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
+        select coalesce(json_agg(metrics.leaderboard_item(u.rnk, u.agent_id, d.name, p.delivered, p.failed, p.accepted,
+                              p.cancelled, p.on_time, p.delivery_us)
                order by u.n), '[]')
           into v_items
           from unnest(v_ids, v_ranks) with ordinality u (agent_id, rnk, n)
@@ -169,13 +164,8 @@ begin
             select z.*, rank() over (order by z.r) as rnk from z where z.r is not null
         )
         select (select count(*) from ranked), coalesce((
-                   select json_agg(json_build_object(
-                              'rank', p.rnk, 'agentId', p.agent_id, 'name', d.name,
-                              'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
-                              'cancelled', p.cancelled, 'onTime', p.on_time,
-                              'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
-                              'onTimeRate', metrics.rate(p.on_time, p.delivered),
-                              'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
+                   select json_agg(metrics.leaderboard_item(p.rnk, p.agent_id, d.name, p.delivered, p.failed, p.accepted,
+                              p.cancelled, p.on_time, p.delivery_us)
                           order by p.rnk, p.agent_id)
                      from (select k.* from ranked k order by k.r, k.agent_id
                            offset (v_page - 1)::bigint * v_limit limit v_limit) p
@@ -215,13 +205,8 @@ begin
               from (select c.*, case when v_order = 'desc' then -c.v else c.v end as k from scored c) r
         )
         select (select count(*) from ranked), coalesce((
-                   select json_agg(json_build_object(
-                              'rank', p.rnk, 'agentId', p.agent_id, 'name', d.name,
-                              'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
-                              'cancelled', p.cancelled, 'onTime', p.on_time,
-                              'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
-                              'onTimeRate', metrics.rate(p.on_time, p.delivered),
-                              'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
+                   select json_agg(metrics.leaderboard_item(p.rnk, p.agent_id, d.name, p.delivered, p.failed, p.accepted,
+                              p.cancelled, p.on_time, p.delivery_us)
                           order by p.rnk, p.agent_id)
                      from (select k.* from ranked k order by k.k, k.agent_id
                            offset (v_page - 1)::bigint * v_limit limit v_limit) p
@@ -262,13 +247,8 @@ begin
         )
         select (select count(*) from scored),
                coalesce((
-                   select json_agg(json_build_object(
-                              'rank', p.rnk, 'agentId', p.agent_id, 'name', d.name,
-                              'deliveries', p.delivered, 'failed', p.failed, 'accepted', p.accepted,
-                              'cancelled', p.cancelled, 'onTime', p.on_time,
-                              'successRate', metrics.rate(p.delivered, p.delivered + p.failed),
-                              'onTimeRate', metrics.rate(p.on_time, p.delivered),
-                              'avgDeliveryMinutes', metrics.mean_minutes(p.delivery_us, p.delivered))
+                   select json_agg(metrics.leaderboard_item(p.rnk, p.agent_id, d.name, p.delivered, p.failed, p.accepted,
+                              p.cancelled, p.on_time, p.delivery_us)
                           order by p.rnk, p.agent_id)
                      from page p left join core.delivery_agents d on d.id = p.agent_id), '[]')$q$,
         'select l.agent_id, l.accepted, l.delivered, l.on_time, l.failed, l.cancelled, l.delivery_us
