@@ -259,11 +259,18 @@ select s.hist_minutes, s.hist_counts
  order by s.d_from desc
  limit 1;
 
+-- name: metrics_zip_agents
+-- serves: agent_leaderboard?zip_code: the agents serving the zip code, live (0025: one key range of
+-- metrics.zip_agents, kept by triggers, instead of the GIN index and a heap page per agent)
+-- expect: zip_agents_pkey
+-- params: select p.zip from explain_params p where p.k = 'busiest_zip'
+select z.agent_id from metrics.zip_agents z where z.zip_code = $1 order by z.agent_id;
+
 -- name: metrics_leaderboard_zip
 -- serves: agent_leaderboard?zip_code over a standard window: the view's rows of the zip code's agents
 -- (since 0022 with the sort's rank column, ranked among them; a static statement, a generic plan)
 -- expect: leaderboard_window_days_agent_id_key
--- params: select array(select d.id from core.delivery_agents d where d.serviceable_zip_codes @> array[p.zip]) from explain_params p where p.k = 'busiest_zip'
+-- params: select array(select z.agent_id from metrics.zip_agents z where z.zip_code = p.zip) from explain_params p where p.k = 'busiest_zip'
 select l.agent_id, l.accepted, l.delivered, l.on_time, l.failed, l.cancelled, l.delivery_us
   from metrics.leaderboard l
  where l.window_days = 30 and l.agent_id = any ($1);
@@ -271,7 +278,7 @@ select l.agent_id, l.accepted, l.delivered, l.on_time, l.failed, l.cancelled, l.
 -- name: metrics_agents_live_period_zip
 -- serves: agent_leaderboard?zip_code over a non-standard period: the zip code's agents' rows, summed
 -- expect: agent_daily_pkey
--- params: select array(select d.id from core.delivery_agents d where d.serviceable_zip_codes @> array[p.zip]), current_date - 13, current_date - 6 from explain_params p where p.k = 'busiest_zip'
+-- params: select array(select z.agent_id from metrics.zip_agents z where z.zip_code = p.zip), current_date - 13, current_date - 6 from explain_params p where p.k = 'busiest_zip'
 select z.agent_id, s.delivered, s.on_time, s.failed, s.delivery_us
   from unnest($1::bigint[]) z (agent_id)
  cross join lateral (

@@ -1,11 +1,12 @@
 -- Metrics (issue 11): structure, privileges, row-level security, the trigger's counting and the
 -- registered errors of the endpoints, codes not messages.
 begin;
-select plan(39);
+select plan(46);
 
 -- Structure
 select has_table('metrics', 'agent_daily', 'per-agent-per-day rollup');
 select has_table('metrics', 'zip_daily', 'per-zip-per-day rollup');
+select has_table('metrics', 'zip_agents', 'the agents serving each zip code (0025)');
 select has_materialized_view('metrics', 'leaderboard', 'leaderboard view');
 select has_materialized_view('metrics', 'sla_summary', 'SLA summary view');
 select has_materialized_view('metrics', 'geographic_coverage', 'coverage view');
@@ -42,6 +43,8 @@ select is_empty(
     'anon and service may call no metrics endpoint');
 select ok(not has_table_privilege('agent', 'metrics.leaderboard', 'SELECT'), 'agents cannot read the leaderboard view');
 select ok(not has_table_privilege('service', 'metrics.agent_daily', 'SELECT'), 'service cannot read the rollups');
+select ok(not has_table_privilege('agent', 'metrics.zip_agents', 'SELECT') and not has_table_privilege('service', 'metrics.zip_agents', 'SELECT'),
+    'agents and service cannot read the zip codes'' agents');
 select is((select provolatile::text from pg_proc where oid = 'api.agent_leaderboard(text, text, text, text, text, text, text, text)'::regprocedure),
     's', 'the read endpoints are STABLE (GET-able, read-only transactions)');
 
@@ -96,6 +99,22 @@ select is(metrics.cum_hist_percentiles('{1,3,5,8}', '{1,2,5,7}', null, array[0.5
           'cum_hist_percentiles with nothing before the period');
 select is(metrics.cum_hist_percentiles('{1,3,5,8}', '{1,2,5,7}', '{1,2,5,7}', array[0.5]), null,
           'cum_hist_percentiles of a period without deliveries is null');
+
+-- The zip codes' agents follow the agents (0025): a change, a delete, a truncate
+insert into core.delivery_agents (id, name, serviceable_zip_codes) overriding system value
+values (9701, 'Zip A', '{62001,62002,62001}'), (9702, 'Zip B', '{62002}');
+select results_eq($$select zip_code || ':' || agent_id from metrics.zip_agents where agent_id in (9701, 9702) order by 1$$,
+    array['62001:9701', '62002:9701', '62002:9702'], 'a new agent''s zip codes are paired with it, a repeated one once');
+update core.delivery_agents set serviceable_zip_codes = '{62003,62002}' where id = 9701;
+select results_eq($$select zip_code || ':' || agent_id from metrics.zip_agents where agent_id = 9701 order by 1$$,
+    array['62002:9701', '62003:9701'], 'a change of zip codes moves the agent''s pairs');
+delete from core.delivery_agents where id = 9702;
+select is_empty($$select 1 from metrics.zip_agents where agent_id = 9702$$, 'a deleted agent leaves no pair');
+select results_eq($$select (api.agent_leaderboard(zip_code => '62003') ->> 'zipCode')$$, array['62003'],
+    'the leaderboard''s zip filter reads them (as the owner)');
+set local client_min_messages = warning;  -- the cascade's notices
+truncate core.delivery_agents cascade;
+select is_empty($$select 1 from metrics.zip_agents$$, 'truncating the agents empties the pairs');
 
 select * from finish();
 rollback;

@@ -5,7 +5,8 @@
 -- always fresh, exact, O(days) to read. One UPDATE per affected rollup row (agent row, then zip row:
 -- always in that order, so two transitions never wait on each other's rows in opposite orders); a
 -- zip code's row holds only what an endpoint reads (offers, outcomes, on time, delivery-time sum).
--- metrics.rebuild_rollups() recomputes both from the raw rows (bulk loads skip triggers).
+-- metrics.rebuild_rollups() recomputes both from the raw rows (bulk loads skip triggers), and
+-- metrics.zip_agents (sql/305).
 -- =================================================================================================
 
 create schema metrics;
@@ -538,7 +539,10 @@ begin
       from ev
      group by ev.zip_code, ev.day
      order by ev.day, ev.zip_code;  -- in day order, as the triggers write them
+
+    -- the agents' zip codes, which a bulk load of agents skips as well (sql/305)
+    perform metrics.rebuild_zip_agents();
 end
 $$;
 comment on function metrics.rebuild_rollups() is
-    'Recompute metrics.agent_daily and metrics.zip_daily from core.shipping_assignments (after bulk loads that skip triggers).';
+    'Recompute metrics.agent_daily and metrics.zip_daily from core.shipping_assignments, and metrics.zip_agents (after bulk loads that skip triggers).';

@@ -137,8 +137,8 @@ begin
             'total', v_total, 'items', v_items);
     end if;
     if v_zip is not null then
-        -- Agents serving the zip code (GIN on serviceable_zip_codes): a small set to rank among.
-        v_zip_agents := array(select d.id from core.delivery_agents d where d.serviceable_zip_codes @> array[v_zip]);
+        -- Agents serving the zip code, live (metrics.zip_agents, one key range): a small set to rank among.
+        v_zip_agents := array(select z.agent_id from metrics.zip_agents z where z.zip_code = v_zip order by z.agent_id);
     end if;
     if v_zip is not null and v_window is not null and v_min = 5 then
         -- A zip code over a standard window, default threshold: the view's rank in the whole window

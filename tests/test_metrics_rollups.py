@@ -200,3 +200,88 @@ def test_seed_ends_with_one_rebuild_equal_to_the_oracle(db_url: str, conn: psyco
     sources = conn.execute("select distinct source from metrics.refresh_log").fetchall()
     assert ("seed",) in sources
     assert conn.execute("select count(distinct zip_code) from metrics.zip_daily").fetchone()[0] == 8
+    # the seed inserts its agents with triggers off: the rebuild fills their zip codes' pairs
+    assert _zip_agents(conn) == _zip_agents_recomputed(conn) != set()
+
+
+# -- metrics.zip_agents (0025): the (zip code, agent) pairs follow every change of an agent -----------
+ZIP_AGENT_TRIALS = 200
+ZIP_POOL = [f"3410{i}" for i in range(6)]
+
+
+def _zip_agents(conn: psycopg.Connection) -> set[tuple[str, int]]:
+    return set(conn.execute("select zip_code, agent_id from metrics.zip_agents").fetchall())
+
+
+def _zip_agents_recomputed(conn: psycopg.Connection) -> set[tuple[str, int]]:
+    """Straight from core.delivery_agents, in Python (not the rebuild's SQL)."""
+    rows = conn.execute("select id, serviceable_zip_codes from core.delivery_agents").fetchall()
+    return {(z, agent_id) for agent_id, zips in rows for z in zips}
+
+
+def test_zip_agents_follow_concurrent_agent_changes(conn: psycopg.Connection, db_url: str) -> None:
+    """8 connections change the zip codes of the same 6 agents at once, ZIP_AGENT_TRIALS rounds
+    (a barrier starts each round together), inserting and deleting agents of their own as well: after
+    every round the pairs equal the agents' arrays (repeated zip codes included) — no pair lost,
+    doubled or left behind by two changes of one agent racing."""
+    shared = [
+        conn.execute(
+            "insert into core.delivery_agents (name, serviceable_zip_codes) values (%s, %s) returning id",
+            [f"Zip racer {i}", ZIP_POOL[:2]],
+        ).fetchone()[0]
+        for i in range(6)
+    ]
+    barrier = threading.Barrier(CONNECTIONS + 1, timeout=60)
+    errors: list[str] = []
+
+    def racer(i: int) -> None:
+        rng = random.Random(i)
+        own: list[int] = []
+        with psycopg.connect(db_url, autocommit=True) as c:
+            for trial in range(ZIP_AGENT_TRIALS):
+                try:
+                    barrier.wait()
+                    zips = rng.choices(ZIP_POOL, k=rng.randint(0, 4))  # may repeat a zip code
+                    op = rng.random()
+                    if op < 0.6:
+                        c.execute(
+                            "update core.delivery_agents set serviceable_zip_codes = %s where id = %s",
+                            [zips, rng.choice(shared)],
+                        )
+                    elif op < 0.8 or not own:
+                        own.append(c.execute(
+                            "insert into core.delivery_agents (name, serviceable_zip_codes) values (%s, %s)"
+                            " returning id", [f"Zip racer {i}.{trial}", zips],
+                        ).fetchone()[0])  # fmt: skip
+                    else:
+                        c.execute("delete from core.delivery_agents where id = %s", [own.pop(rng.randrange(len(own)))])
+                    barrier.wait()  # the main thread checks the pairs between rounds
+                except (psycopg.Error, threading.BrokenBarrierError) as exc:
+                    errors.append(f"connection {i}, trial {trial}: {exc!r}")
+                    barrier.abort()
+                    return
+
+    threads = [threading.Thread(target=racer, args=(i,)) for i in range(CONNECTIONS)]
+    for t in threads:
+        t.start()
+    mismatches = []
+    try:
+        for trial in range(ZIP_AGENT_TRIALS):
+            barrier.wait()  # the round starts
+            barrier.wait()  # every connection has committed its change
+            got, want = _zip_agents(conn), _zip_agents_recomputed(conn)
+            if got != want:
+                mismatches.append((trial, sorted(got - want), sorted(want - got)))
+    except threading.BrokenBarrierError:
+        pass
+    for t in threads:
+        t.join(timeout=300)
+        assert not t.is_alive(), "a racing connection hung"
+    assert errors == []
+    assert mismatches == []
+    served = {z for z, _ in _zip_agents(conn)}
+    assert served & set(ZIP_POOL), "the workload should leave some zip codes served"
+    pairs = _zip_agents(conn)
+    conn.execute("select metrics.rebuild_zip_agents()")
+    assert _zip_agents(conn) == pairs
+
