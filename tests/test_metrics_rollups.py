@@ -254,7 +254,10 @@ def test_zip_agents_follow_concurrent_agent_changes(conn: psycopg.Connection, db
                             " returning id", [f"Zip racer {i}.{trial}", zips],
                         ).fetchone()[0])  # fmt: skip
                     else:
-                        c.execute("delete from core.delivery_agents where id = %s", [own.pop(rng.randrange(len(own)))])
+                        c.execute(
+                            "delete from core.delivery_agents where id = %s",
+                            [own.pop(rng.randrange(len(own)))],
+                        )
                     barrier.wait()  # the main thread checks the pairs between rounds
                 except (psycopg.Error, threading.BrokenBarrierError) as exc:
                     errors.append(f"connection {i}, trial {trial}: {exc!r}")
@@ -284,4 +287,3 @@ def test_zip_agents_follow_concurrent_agent_changes(conn: psycopg.Connection, db
     pairs = _zip_agents(conn)
     conn.execute("select metrics.rebuild_zip_agents()")
     assert _zip_agents(conn) == pairs
-
