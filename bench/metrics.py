@@ -12,6 +12,9 @@
 4. The rollup triggers' extra backend CPU per transition: --transitions accept/pick-up/transit/deliver
    steps on one connection with the _500_metrics_rollup* triggers enabled and disabled, alternating
    batches, CPU of the server backend from /proc.
+5. The same in the lifecycle bench (where issue 11 §6 asks for it): bench/lifecycle.py's clients at
+   --lifecycle-clients, triggers enabled and disabled in interleaved slices, every transition of
+   the lifecycle counted.
 
 With --ab MIGRATION, parts 3 and 4 (or the one --only names) are measured with the migration rolled
 back (before) and applied again (after), --ab-rounds pairs interleaved; the HTTP part then also
@@ -429,6 +432,46 @@ def trigger_ab(url: str, migration: str, runs: int, transitions: int, batches: i
     return out
 
 
+def trigger_lifecycle(url: str, levels: list[int], slices: int, seconds: float) -> dict:
+    """The rollup triggers' cost where issue 11 §6 asks for it, in the lifecycle bench: its clients
+    (bench/lifecycle.py: orders, payments and assignments of a small world of agents and zip codes
+    added to this database, each transition its own transaction) run with the triggers enabled and
+    disabled, in `slices` interleaved slices of `seconds` each per mode at each client count (the
+    order of the two modes alternating slice by slice). Backend CPU and throughput per transition,
+    every lifecycle transition counted (not only the assignments')."""
+    from bench.lifecycle import build_world, run_slice, summarise
+
+    def enable(on: bool) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            verb = "enable" if on else "disable"
+            conn.execute(
+                ";".join(f"alter table core.shipping_assignments {verb} trigger {t}" for t in TRIGGERS)
+            )
+
+    world = build_world(url)
+    out: dict = {"slices": slices, "seconds_per_slice": seconds, "levels": []}
+    try:
+        for n in levels:
+            parts: dict[bool, list] = {True: [], False: []}
+            for k in range(slices):
+                for on in (True, False) if k % 2 == 0 else (False, True):
+                    enable(on)
+                    parts[on].append(run_slice(url, "lifecycle", world, n, seconds, 1000 * n + k, 1))
+            level: dict = {"clients": n}
+            for on, key in ((True, "with"), (False, "without")):
+                summary, _ = summarise("lifecycle", n, parts[on])
+                level[key] = {"cpu_us": summary["backend_cpu_us_per_op"], "per_s": summary["ops_per_s"],
+                              "errors": summary["errors"]}  # fmt: skip
+            w, wo = level["with"]["cpu_us"], level["without"]["cpu_us"]
+            level["extra_pct"] = (w - wo) / wo * 100 if w and wo else None
+            log(f"lifecycle, {n} client(s): backend CPU per transition {w} µs with the rollup triggers, "
+                f"{wo} µs without; {level['with']['per_s']:.0f} vs {level['without']['per_s']:.0f} transitions/s")  # fmt: skip
+            out["levels"].append(level)
+    finally:
+        enable(True)
+    return out
+
+
 # -- output ---------------------------------------------------------------------------------------
 def markdown(res: dict) -> str:
     lines = [
@@ -490,6 +533,14 @@ def markdown(res: dict) -> str:
         extra = "n/a" if s["extra_pct"] is None else f"{s['extra_pct']:+.1f} %"
         lines += ["", f"Rollup triggers: backend CPU per transition {s['cpu_us_with']:.0f} µs with, "
                   f"{s['cpu_us_without']:.0f} µs without: {extra}."]  # fmt: skip
+    if "triggers_lifecycle" in res:
+        lines += ["", "| lifecycle bench, clients | backend CPU µs per transition with / without the rollup triggers "
+                  "| extra | transitions/s with / without |", "|--:|--:|--:|--:|"]  # fmt: skip
+        for lvl in res["triggers_lifecycle"]["levels"]:
+            w, wo = lvl["with"], lvl["without"]
+            extra = "n/a" if lvl["extra_pct"] is None else f"{lvl['extra_pct']:+.1f} %"
+            lines.append(f"| {lvl['clients']} | {w['cpu_us']} / {wo['cpu_us']} | {extra} | "
+                         f"{w['per_s']:.0f} / {wo['per_s']:.0f} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -507,7 +558,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refresh-runs", type=int, default=3)
     p.add_argument("--transitions", type=int, default=8000)
     p.add_argument("--batches", type=int, default=8)
-    p.add_argument("--only", choices=("triggers", "http"), help="measure only this part (iterating)")
+    p.add_argument("--lifecycle-clients", default="1,8,32", help="the lifecycle part's client counts")
+    p.add_argument(
+        "--lifecycle-slices", type=int, default=4, help="interleaved slices per mode and client count"
+    )
+    p.add_argument("--lifecycle-seconds", type=float, default=2.0, help="seconds per slice")
+    p.add_argument(
+        "--only", choices=("triggers", "lifecycle", "http"), help="measure only this part (iterating)"
+    )
     p.add_argument(
         "--endpoints", help="with http: only the endpoints whose name contains one of these (comma-separated)"
     )
@@ -545,6 +603,11 @@ def main(argv: list[str] | None = None) -> int:
             res["triggers_ab"] = trigger_ab(url, args.ab, args.ab_rounds, args.transitions, args.batches)
         elif args.only in (None, "triggers"):
             res["triggers"] = trigger_cpu(url, args.transitions, args.batches)
+        if args.only in (None, "lifecycle") and not args.ab:
+            levels = [int(x) for x in args.lifecycle_clients.split(",")]
+            res["triggers_lifecycle"] = trigger_lifecycle(
+                url, levels, args.lifecycle_slices, args.lifecycle_seconds
+            )
     text = markdown(res)
     print("\n" + text)
     RESULTS.mkdir(exist_ok=True)

@@ -1,5 +1,5 @@
 """The metrics benchmark runs end to end on a small data set: every endpoint answers 200 through the
-gateway at 1 and 2 clients, the refreshes and the trigger-CPU comparison complete, the table prints.
+gateway at 1 and 2 clients, the refreshes and both trigger-CPU comparisons complete, the table prints.
 No timing threshold: performance never gates CI."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import argparse
 import os
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 from bench import metrics
@@ -35,9 +36,20 @@ def test_metrics_bench_completes(cluster: Cluster, bench_db: str) -> None:
     res["refresh"] = metrics.refresh_times(url, 1)
     res["http"] = metrics.http_bench(cluster, bench_db, args)
     res["triggers"] = metrics.trigger_cpu(url, 16, 1)
+    res["triggers_lifecycle"] = metrics.trigger_lifecycle(url, [1, 2], 2, 0.3)
     assert set(res["http"]) >= {"health_db", "agent_metrics", "agent_leaderboard", "geographic_coverage",
                                 "sla_summary", "agent_activity"}  # fmt: skip
     assert all(r["rps"] > 0 and r["p50_ms"] > 0 for r in res["http"].values())
     assert res["triggers"]["with"] and res["triggers"]["without"]
+    for lvl in res["triggers_lifecycle"]["levels"]:
+        assert lvl["with"]["per_s"] > 0 and lvl["without"]["per_s"] > 0, lvl
+    with psycopg.connect(url) as conn:
+        triggers = conn.execute(
+            "select tgenabled from pg_trigger where tgname in (%s, %s)", list(metrics.TRIGGERS)
+        ).fetchall()
+    triggers = [t for (t,) in triggers]
+    assert triggers == ["O", "O"], "the lifecycle part leaves the rollup triggers enabled"
     text = metrics.markdown(res)
-    assert "| refresh | median ms |" in text and "Rollup triggers" in text
+    assert (
+        "| refresh | median ms |" in text and "Rollup triggers" in text and "lifecycle bench, clients" in text
+    )
