@@ -77,7 +77,6 @@ def save(results: dict, path: Path | None = None) -> Path:
 
 
 APP_NAME = "waybill-bench-http"
-
 USER_AGENT = "waybill-bench"
 
 

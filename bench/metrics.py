@@ -358,6 +358,12 @@ def backend_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def rollup_triggers(conn: psycopg.Connection, on: bool) -> None:
+    """Enable or disable the two rollup triggers (the parts that price them; always re-enabled after)."""
+    verb = "enable" if on else "disable"
+    conn.execute(";".join(f"alter table core.shipping_assignments {verb} trigger {t}" for t in TRIGGERS))
+
+
 def trigger_cpu(url: str, transitions: int, batches: int) -> dict:
     """CPU of the backend per transition (accept, pick up, in transit, deliver) with and without
     the rollup triggers, alternating batches so both see the same background load."""
@@ -387,13 +393,7 @@ def trigger_cpu(url: str, transitions: int, batches: int) -> dict:
         for b in range(2 * batches):
             mode = "with" if b % 2 == 0 else "without"
             todo = offers(per_batch // 4)
-            conn.execute(
-                ";".join(
-                    f"alter table core.shipping_assignments {'enable' if mode == 'with' else 'disable'}"
-                    f" trigger {t}"
-                    for t in TRIGGERS
-                )  # fmt: skip
-            )
+            rollup_triggers(conn, mode == "with")
             c0, t0 = backend_cpu_s(pid), time.perf_counter()
             for a in todo:
                 conn.execute("select core.accept_assignment(%s, %s)", [a, agent])
@@ -402,7 +402,7 @@ def trigger_cpu(url: str, transitions: int, batches: int) -> dict:
             cpu, wall = backend_cpu_s(pid) - c0, time.perf_counter() - t0
             out[mode].append({"transitions": 4 * len(todo), "cpu_us": cpu / (4 * len(todo)) * 1e6,
                               "wall_us": wall / (4 * len(todo)) * 1e6})  # fmt: skip
-        conn.execute(";".join(f"alter table core.shipping_assignments enable trigger {t}" for t in TRIGGERS))
+        rollup_triggers(conn, True)
     w = statistics.median(x["cpu_us"] for x in out["with"])
     wo = statistics.median(x["cpu_us"] for x in out["without"])
     out["summary"] = {"cpu_us_with": w, "cpu_us_without": wo, "extra_pct": (w - wo) / wo * 100 if wo else None,
@@ -443,10 +443,7 @@ def trigger_lifecycle(url: str, levels: list[int], slices: int, seconds: float) 
 
     def enable(on: bool) -> None:
         with psycopg.connect(url, autocommit=True) as conn:
-            verb = "enable" if on else "disable"
-            conn.execute(
-                ";".join(f"alter table core.shipping_assignments {verb} trigger {t}" for t in TRIGGERS)
-            )
+            rollup_triggers(conn, on)
 
     world = build_world(url)
     out: dict = {"slices": slices, "seconds_per_slice": seconds, "levels": []}
