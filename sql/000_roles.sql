@@ -25,6 +25,10 @@ begin
     if not exists (select 1 from pg_roles where rolname = 'dispatcher') then
         create role dispatcher login;
     end if;
+    -- metrics_cache: the leaderboard cache worker logs in as itself and only fills that cache.
+    if not exists (select 1 from pg_roles where rolname = 'metrics_cache') then
+        create role metrics_cache login;
+    end if;
     -- waybill_owner: owns the schema objects; cannot log in, create roles or databases, or bypass RLS.
     if not exists (select 1 from pg_roles where rolname = 'waybill_owner') then
         create role waybill_owner nologin nosuperuser nocreaterole nocreatedb noreplication nobypassrls;
@@ -49,6 +53,8 @@ alter role agent set statement_timeout = '8s';
 alter role service set statement_timeout = '10s';
 alter role admin set statement_timeout = '30s';
 alter role platform_admin set statement_timeout = '30s';
+-- A fill ranks one leaderboard (~20 ms at 10,000 agents); a runaway one is stopped.
+alter role metrics_cache set statement_timeout = '30s';
 
 comment on role waybill_owner is 'Owns every object of Waybill''s schemas; NOLOGIN, no superuser: SECURITY DEFINER functions run as it.';
 comment on role anon is 'Request role without a token: health and the error registry. statement_timeout 3 s.';
@@ -56,3 +62,4 @@ comment on role agent is 'Request role of delivery agents (JWT sub = agent id). 
 comment on role service is 'Request role of back-end services driving the lifecycle. statement_timeout 10 s.';
 comment on role admin is 'Request role of admins: reads everything, metrics and webhooks. statement_timeout 30 s.';
 comment on role platform_admin is 'Request role of platform admins (as admin). statement_timeout 30 s.';
+comment on role metrics_cache is 'The metrics cache worker (waybill/metrics_cache.py): LISTENs for leaderboard cache misses and may only call metrics.fill_leaderboard_cache. statement_timeout 30 s.';

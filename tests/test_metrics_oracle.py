@@ -225,6 +225,20 @@ def test_agent_metrics(conn: psycopg.Connection, world: dict) -> None:
     assert c["openPastDue"] == 1
 
 
+def _cache_used(conn: psycopg.Connection) -> bool:
+    return conn.execute("select count(*) > 0 from metrics.leaderboard_cache").fetchone()[0]
+
+
+def _board(cached: bool):
+    """How a test asks for the leaderboard: ranked at the request, or read from the cache (sql/325)."""
+    if cached:
+        return o.cached_board
+    return lambda conn, **args: o.call(conn, "agent_leaderboard", **args)
+
+
+CACHED = pytest.mark.parametrize("cached", [False, True], ids=["live", "cached"])
+
+
 def _expected_board(raw, agents, d_from, d_to, sort_by, order, min_n, zip_agents=None) -> list[tuple]:
     rowsets = []
     for agent in agents:
@@ -256,8 +270,10 @@ def _expected_board(raw, agents, d_from, d_to, sort_by, order, min_n, zip_agents
     return out
 
 
+@CACHED
 @pytest.mark.parametrize("sort_by", ["deliveries", "success_rate", "on_time_rate", "avg_delivery_minutes"])
-def test_agent_leaderboard(conn: psycopg.Connection, world: dict, sort_by: str) -> None:
+def test_agent_leaderboard(conn: psycopg.Connection, world: dict, sort_by: str, cached: bool) -> None:
+    board_of = _board(cached)
     raw, agents = world["raw"], list(world["agents"].values())
     z1_agents = {a for k, a in world["agents"].items() if k in "ABCDEFG"}
     for f, t, d_from, d_to in _leaderboard_periods(world["today"]):
@@ -268,8 +284,8 @@ def test_agent_leaderboard(conn: psycopg.Connection, world: dict, sort_by: str) 
             ("desc", 1, Z1),
             ("asc", 5, Z1),  # a zip code at the default threshold: ranked by the view's ranks
         ]:
-            body, headers = o.call(
-                conn, "agent_leaderboard", sort_by=sort_by, sort_order=order, min_deliveries=str(min_n),
+            body, headers = board_of(
+                conn, sort_by=sort_by, sort_order=order, min_deliveries=str(min_n),
                 zip_code=zip_code, page_size="100", **{"from": f, "to": t},
             )  # fmt: skip
             exp = _expected_board(raw, agents, d_from, d_to, sort_by, order, min_n,
@@ -280,36 +296,48 @@ def test_agent_leaderboard(conn: psycopg.Connection, world: dict, sort_by: str) 
             assert body["total"] == len(exp)
             standard = f is None
             max_age = headers[0]["Cache-Control"]
-            assert (max_age != "max-age=0") == standard, (max_age, f)
+            # live: a period ranked at the request is not to be cached; cached: until the entry expires
+            assert (max_age != "max-age=0") == (standard or cached), (max_age, f)
+            assert 0 <= int(max_age.removeprefix("max-age=")) <= 1800, max_age
     # ties share a rank; a 1-of-1 agent does not top a rate ranking at the default threshold
-    board = o.call(conn, "agent_leaderboard", sort_by=sort_by, min_deliveries="1", page_size="100")[0]
+    board = board_of(conn, sort_by=sort_by, min_deliveries="1", page_size="100")[0]
     ranks = {i["agentId"]: i["rank"] for i in board["items"]}
     assert ranks[world["agents"]["D"]] == ranks[world["agents"]["E"]]
     if sort_by != "deliveries":
-        default = o.call(conn, "agent_leaderboard", sort_by=sort_by, page_size="100")[0]
+        default = board_of(conn, sort_by=sort_by, page_size="100")[0]
         assert [i["agentId"] for i in default["items"]] == [world["agents"]["G"]]
+    assert _cache_used(conn) == cached
 
 
+@CACHED
 @pytest.mark.parametrize("ranked_at_request", [False, True])
-def test_agent_leaderboard_pages(conn: psycopg.Connection, world: dict, ranked_at_request: bool) -> None:
+def test_agent_leaderboard_pages(
+    conn: psycopg.Connection, world: dict, ranked_at_request: bool, cached: bool
+) -> None:
     # the view's precomputed ranks, or (another threshold) ranks computed per request from only the
     # rows up to the page: a later page must still carry the global ranks, ties across pages included
     args = {"min_deliveries": "1"} if ranked_at_request else {}
-    whole = o.call(conn, "agent_leaderboard", page_size="100", **args)[0]["items"]
+    board_of = _board(cached)
+    whole = board_of(conn, page_size="100", **args)[0]["items"]
     assert len(whole) >= 6
     assert len({i["rank"] for i in whole}) < len(whole), "the data set has ties"
-    pages = [o.call(conn, "agent_leaderboard", page=str(p), page_size="2", **args)[0] for p in range(1, 6)]
+    pages = [board_of(conn, page=str(p), page_size="2", **args)[0] for p in range(1, 6)]
     assert [i for p in pages for i in p["items"]][: len(whole)] == whole
     assert all(p["total"] == len(whole) and p["limit"] == 2 for p in pages)
-    past = o.call(conn, "agent_leaderboard", page="99", page_size="2", **args)[0]
+    past = board_of(conn, page="99", page_size="2", **args)[0]
     assert past["items"] == [] and past["total"] == len(whole)
+    assert _cache_used(conn) == (cached and ranked_at_request)
 
 
-def test_agent_leaderboard_zip_code_ranks_among_its_agents(conn: psycopg.Connection, world: dict) -> None:
+@CACHED
+def test_agent_leaderboard_zip_code_ranks_among_its_agents(
+    conn: psycopg.Connection, world: dict, cached: bool
+) -> None:
     """A zip code's leaderboard at the default threshold ranks its agents among themselves (a standard
     window: by the view's ranks in the whole window; another period: summed live): agents serving
     several zip codes, ties, every sort and order, pages of one, and the zip codes each agent serves
-    read at request time (after the view's refresh)."""
+    read at request time (after the view's refresh), or at the cache's fill."""
+    board_of = _board(cached)
     w = World(conn)
     ag = dict(world["agents"])
     ag["L"] = _agent(conn, "Oracle L", [Z3])
@@ -337,23 +365,24 @@ def test_agent_leaderboard_zip_code_ranks_among_its_agents(conn: psycopg.Connect
             ("deliveries", "success_rate", "on_time_rate", "avg_delivery_minutes"), ("desc", "asc")
         ):
             args = {"from": f, "to": t, "zip_code": zip_code, "sort_by": sort_by, "sort_order": order}
-            body = o.call(conn, "agent_leaderboard", page_size="100", **args)[0]
+            body = board_of(conn, page_size="100", **args)[0]
             exp = _expected_board(raw, agents, d_from, d_to, sort_by, order, 5, served[zip_code])
             got = [(i["rank"], i["agentId"], i["deliveries"], i["failed"], i["onTime"], i["successRate"],
                     i["onTimeRate"]) for i in body["items"]]  # fmt: skip
             where = (zip_code, sort_by, order, d_from, d_to)
             assert got == exp, where
             assert body["total"] == len(exp), where
-            pages = [o.call(conn, "agent_leaderboard", page=str(p), page_size="1", **args)[0]
+            pages = [board_of(conn, page=str(p), page_size="1", **args)[0]
                      for p in range(1, len(exp) + 2)]  # fmt: skip
             assert [i for p in pages for i in p["items"]] == body["items"], where
             assert all(p["total"] == len(exp) for p in pages), where
     # the data set has what the ranking must handle: a tie in Z3, and L ranked in Z1 at request time
-    z3 = o.call(conn, "agent_leaderboard", zip_code=Z3, sort_by="on_time_rate")[0]["items"]
+    z3 = board_of(conn, zip_code=Z3, sort_by="on_time_rate")[0]["items"]
     ranks = {i["agentId"]: i["rank"] for i in z3}
     assert ranks[ag["M"]] == ranks[ag["N"]] and ranks[ag["L"]] == 1
-    z1 = o.call(conn, "agent_leaderboard", zip_code=Z1, sort_by="on_time_rate")[0]["items"]
+    z1 = board_of(conn, zip_code=Z1, sort_by="on_time_rate")[0]["items"]
     assert [i["agentId"] for i in z1][:1] == [ag["L"]]
+    assert _cache_used(conn) == cached
 
 
 def test_sla_summary(conn: psycopg.Connection, world: dict) -> None:

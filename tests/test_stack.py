@@ -5,6 +5,7 @@ Also against "an existing server" (DATABASE_URL): a second throw-away cluster pl
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import queue
@@ -97,9 +98,30 @@ def _call_the_api(banner: str, port: int) -> None:
     r = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert r.status_code == 200, r.text
     assert len(r.json()) == 5 and {"id", "status", "amount", "currency"} == set(r.json()[0])
+    # The leaderboard cache worker runs: a week the views cannot page is ranked live (not cacheable:
+    # max-age=0) and its key sent; once the worker filled it, the same call reads the cache.
+    today = dt.datetime.now(dt.UTC).date()
+    week = f"http://127.0.0.1:{port}/rpc/agent_leaderboard?from={today - dt.timedelta(days=8)}&to={today - dt.timedelta(days=1)}"
+    headers = {"Authorization": f"Bearer {token}"}
+    first = httpx.get(week, headers=headers, timeout=30)
+    assert first.status_code == 200 and first.headers["Cache-Control"] == "max-age=0", first.text
+    deadline = time.monotonic() + 30
+    while (hit := httpx.get(week, headers=headers, timeout=30)).headers["Cache-Control"] == "max-age=0":
+        assert time.monotonic() < deadline, "the metrics cache worker did not fill the miss"
+        time.sleep(0.1)
+    assert hit.json()["items"] == first.json()["items"] and hit.json()["asOf"] != first.json()["asOf"]
+    assert hit.json()["total"] > 0, "the demo data has deliveries that week"
 
 
-def _gone(run: Run) -> None:
+def _cache_workers(run: Run) -> list[str]:
+    """The metrics cache worker(s) `waybill run` started (its children, by command line)."""
+    return [p for p in _pids_matching("-m waybill metrics-cache") if Path(f"/proc/{p}/stat").exists()
+            and Path(f"/proc/{p}/stat").read_text().split()[3] == str(run.proc.pid)]  # fmt: skip
+
+
+def _gone(run: Run, workers: list[str]) -> None:
+    assert workers, "no metrics cache worker was running"
+    assert [p for p in workers if Path(f"/proc/{p}").exists()] == []
     assert _pids_matching(f"--port {run.port} ") == []
     assert _pids_matching(f"receiver --host 127.0.0.1 --port {run.receiver_port}") == []
     assert _pids_matching(f"--status-port {run.status_port}") == []
@@ -111,6 +133,7 @@ def test_run_serves_the_api_and_ctrl_c_stops_everything() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="waybill-run-test-"))
     with waybill_run({"WAYBILL_DATA_DIR": str(data_dir)}) as run:
         _call_the_api(run.banner, run.port)
+        workers = _cache_workers(run)
         assert _pids_matching(f"-D {data_dir}/pgdata"), "no postmaster while running"
         # Webhooks: the printed curl line cancels an order; the demo receiver prints the verified events.
         text = run.banner
@@ -126,7 +149,7 @@ def test_run_serves_the_api_and_ctrl_c_stops_everything() -> None:
         assert httpx.get(f"http://127.0.0.1:{run.status_port}/healthz", timeout=5).json()["ok"] is True
     assert run.proc.returncode == 0, run.banner
     assert _pids_matching(f"-D {data_dir}/pgdata") == []
-    _gone(run)
+    _gone(run, workers)
     subprocess.run(["rm", "-rf", str(data_dir)], check=False)
 
 
@@ -136,7 +159,9 @@ def test_run_on_an_existing_server_without_an_authenticator_password(tmp_path: P
     with testing.throwaway_cluster(db_name="shop") as server:
         env = {"DATABASE_URL": server.url(tcp=True), "WAYBILL_DATA_DIR": str(tmp_path)}
         with waybill_run(env) as run:
-            _call_the_api(run.banner, run.port)
+            _call_the_api(run.banner, run.port)  # the cache worker logged in with its generated password
+            workers = _cache_workers(run)
+            assert stat.S_IMODE((tmp_path / "metrics_cache-password").stat().st_mode) == 0o600
             secret = tmp_path / "authenticator-password"
             assert stat.S_IMODE(secret.stat().st_mode) == 0o600
             password = secret.read_text().strip()
@@ -150,7 +175,7 @@ def test_run_on_an_existing_server_without_an_authenticator_password(tmp_path: P
             for pid in _pids_matching(f"--port {run.port} "):
                 assert password not in Path(f"/proc/{pid}/cmdline").read_text()
         assert run.proc.returncode == 0, run.banner
-        _gone(run)
+        _gone(run, workers)
         assert server.running(), "Ctrl-C must not stop a server waybill did not start"
 
 

@@ -10,10 +10,15 @@ import os
 import secrets
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jwt
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from waybill.settings import Settings
+
+if TYPE_CHECKING:
+    from waybill.cluster import Cluster
 
 # The request roles a token may carry; sql/000_roles.sql creates them and grants them to authenticator
 # (tests/test_roles.py proves this tuple equals that set).
@@ -45,6 +50,26 @@ def login_password(settings: Settings, role: str, given: str | None) -> str:
     """A login role's password on an existing server (authenticator, dispatcher): `given` (from the
     environment) when set, else one generated once into `<data dir>/<role>-password` (0600)."""
     return given or generated_secret(Path(settings.data_dir) / f"{role}-password", 32)
+
+
+def role_login(
+    settings: Settings, cluster: Cluster | None, owner_url: str, role: str, given: str | None
+) -> tuple[str, dict[str, str]]:
+    """How a login role of `waybill run`'s children (authenticator, dispatcher, metrics_cache) reaches
+    the database: its URL and the environment it needs.
+
+    Embedded: the socket (trust). An existing server: `given` (from the environment), else a password
+    generated once into the data directory (0600); set on the role at each start and passed to the
+    child as PGPASSWORD, never in its argv."""
+    if cluster is not None:
+        return cluster.url(user=role), {}
+    from waybill import migrate
+
+    password = login_password(settings, role, given)
+    migrate.set_login_password(owner_url, role, password)
+    params = conninfo_to_dict(owner_url) | {"user": role}
+    params.pop("password", None)
+    return make_conninfo(**params), {"PGPASSWORD": password}
 
 
 def check_ttl(ttl_seconds: int) -> int:

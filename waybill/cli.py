@@ -66,10 +66,14 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
         if settings.authenticator_password:
             migrate.set_login_password(url, "authenticator", settings.authenticator_password)
             print("authenticator password set")
-        dispatcher_password = os.environ.get("WAYBILL_DISPATCHER_PASSWORD")
-        if dispatcher_password:
-            migrate.set_login_password(url, "dispatcher", dispatcher_password)
-            print("dispatcher password set")
+        for role, variable in (
+            ("dispatcher", "WAYBILL_DISPATCHER_PASSWORD"),
+            ("metrics_cache", "WAYBILL_METRICS_CACHE_PASSWORD"),
+        ):
+            password = os.environ.get(variable)
+            if password:
+                migrate.set_login_password(url, role, password)
+                print(f"{role} password set")
     return 0
 
 
@@ -141,6 +145,17 @@ def cmd_dispatcher(args: argparse.Namespace, settings: Settings) -> int:
     return run(build_config(url, ds, name=args.name, status_port=args.status_port))
 
 
+def cmd_metrics_cache(args: argparse.Namespace, settings: Settings) -> int:
+    from waybill import log, metrics_cache
+
+    log.configure("metrics-cache", settings.log_level)
+    s = metrics_cache.MetricsCacheSettings()
+    socket_url = None
+    if not settings.database_url and not s.metrics_cache_database_url:
+        socket_url = embedded(settings).url(user=metrics_cache.ROLE)
+    return metrics_cache.run(metrics_cache.worker_url(settings.database_url, s, socket_url), s)
+
+
 def cmd_receiver(args: argparse.Namespace, settings: Settings) -> int:
     from dispatcher.receiver import serve
 
@@ -195,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", help="this dispatcher's name in heartbeats and leases (default host-pid)")
     p.add_argument("--status-port", type=int, help="/healthz and /metrics port (default 3002; 0 = any)")
     p.set_defaults(func=cmd_dispatcher)
+
+    p = sub.add_parser(
+        "metrics-cache", help="the leaderboard cache worker: fills cache misses (waybill/metrics_cache.py)"
+    )
+    p.set_defaults(func=cmd_metrics_cache)
 
     p = sub.add_parser(
         "receiver", help="the example webhook receiver: verify, dedup, print (secret from env)"

@@ -19,10 +19,9 @@ from pathlib import Path
 from types import FrameType
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from waybill import migrate, process, seed
-from waybill.auth import DEFAULT_TTL, jwt_secret, login_password, mint
+from waybill.auth import DEFAULT_TTL, jwt_secret, mint, role_login
 from waybill.cluster import Cluster
 from waybill.settings import Settings
 from waybill.stack_webhooks import DemoWebhooks
@@ -52,25 +51,10 @@ class Stack:
             return f"demo data present ({orders} orders): not seeded again"
         return seed.seed(url, orders=DEMO_ORDERS, agents=DEMO_AGENTS)
 
-    def authenticator_url(self, owner_url: str) -> tuple[str, dict[str, str]]:
-        """How the HTTP front logs in as authenticator: its URL and the environment it needs.
-
-        Embedded: over the socket (trust). An existing server: with a password, passed to the child
-        as PGPASSWORD (never in its argv): WAYBILL_AUTHENTICATOR_PASSWORD when set, else one generated
-        once and kept in the data directory (0600); either way set on the role at each start.
-        """
-        if self.cluster is not None:
-            return self.cluster.url(user="authenticator"), {}
-        password = login_password(self.settings, "authenticator", self.settings.authenticator_password)
-        migrate.set_login_password(owner_url, "authenticator", password)
-        params = conninfo_to_dict(owner_url) | {"user": "authenticator"}
-        params.pop("password", None)
-        return make_conninfo(**params), {"PGPASSWORD": password}
-
     def start_http(self, owner_url: str) -> str:
         """Start PostgREST if its binary is on PATH, else gateway/; wait until it is ready."""
         s = self.settings
-        db_url, db_env = self.authenticator_url(owner_url)
+        db_url, db_env = role_login(s, self.cluster, owner_url, "authenticator", s.authenticator_password)
         secret = jwt_secret(s)
         if shutil.which("postgrest"):
             env = dict(
@@ -106,6 +90,27 @@ class Stack:
             cancel=self.stopping,
         )
         return front
+
+    def start_metrics_cache(self, owner_url: str) -> subprocess.Popen:
+        """The leaderboard cache worker (waybill/metrics_cache.py), as the metrics_cache role."""
+        db_url, db_env = role_login(
+            self.settings,
+            self.cluster,
+            owner_url,
+            "metrics_cache",
+            os.environ.get("WAYBILL_METRICS_CACHE_PASSWORD"),
+        )
+        return process.start(
+            [sys.executable, "-m", "waybill", "metrics-cache"],
+            env=dict(
+                os.environ,
+                **db_env,
+                WAYBILL_METRICS_CACHE_DATABASE_URL=db_url,
+                WAYBILL_LOG_LEVEL=os.environ.get(
+                    "WAYBILL_LOG_LEVEL", "warning"
+                ),  # one line per fill otherwise
+            ),
+        )
 
     def stop(self) -> None:
         process.stop_all(self.children)
@@ -161,6 +166,7 @@ class Stack:
             print(f"migrations: {applied} applied", flush=True)
             seeded = self.seed_if_empty(url)
             front = self.start_http(url)
+            self.children.append(self.start_metrics_cache(url))
             # Webhooks (waybill/stack_webhooks.py): receiver, dispatcher, demo subscription.
             hooks = DemoWebhooks(self.settings, self.cluster)
             self.children += hooks.start(url)

@@ -16,10 +16,9 @@ import sys
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from waybill import migrate, process
-from waybill.auth import DEFAULT_TTL, jwt_secret, login_password, mint
+from waybill import process
+from waybill.auth import DEFAULT_TTL, jwt_secret, mint, role_login
 from waybill.cluster import Cluster
 from waybill.settings import Settings
 
@@ -88,19 +87,6 @@ class DemoWebhooks:
             with os.fdopen(fd, "w") as f:
                 f.write(secret + "\n")
 
-    def dispatcher_login(self, owner_url: str) -> tuple[str, dict[str, str]]:
-        """How the dispatcher logs in: its URL and the environment it needs (as the HTTP front's).
-
-        Embedded: over the socket. An existing server: WAYBILL_DISPATCHER_PASSWORD, or one generated
-        once into the data directory (0600), set on the role at each start and passed as PGPASSWORD."""
-        if self.cluster is not None:
-            return self.cluster.url(user="dispatcher"), {}
-        password = login_password(self.settings, "dispatcher", os.environ.get("WAYBILL_DISPATCHER_PASSWORD"))
-        migrate.set_login_password(owner_url, "dispatcher", password)
-        params = conninfo_to_dict(owner_url) | {"user": "dispatcher"}
-        params.pop("password", None)
-        return make_conninfo(**params), {"PGPASSWORD": password}
-
     def start(self, owner_url: str) -> list[subprocess.Popen]:
         """Start the receiver and the dispatcher; return them for the stack to stop."""
         self.ensure_subscription(owner_url)
@@ -109,7 +95,13 @@ class DemoWebhooks:
             [sys.executable, "-m", "waybill", "receiver", "--host", RECEIVER_HOST, "--port", str(self.receiver_port)],
             env=dict(os.environ, WAYBILL_RECEIVER_SECRET_FILE=str(self.secret_file)),
         )  # fmt: skip
-        db_url, db_env = self.dispatcher_login(owner_url)
+        db_url, db_env = role_login(
+            self.settings,
+            self.cluster,
+            owner_url,
+            "dispatcher",
+            os.environ.get("WAYBILL_DISPATCHER_PASSWORD"),
+        )
         dispatcher = process.start(
             [sys.executable, "-m", "waybill", "dispatcher", "--name", "make-run", "--status-port", str(self.status_port)],
             env=dict(

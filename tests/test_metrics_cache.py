@@ -1,0 +1,318 @@
+"""The leaderboard cache (sql/325) and its worker (waybill/metrics_cache.py).
+
+A leaderboard the views cannot page answers live on a miss and NOTIFYs its key; the worker fills the
+key; later pages read the cache until it expires or, for a standard window, until the view's next
+refresh. The oracle tests (test_metrics_oracle.py, "cached") prove cached answers exact; these prove
+the cache's own rules: what a miss sends, validity, bad keys, the size bound, the roles, fills and
+reads racing on real connections, and the worker end to end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from tests import metrics_oracle as o
+from tests.concurrency import WON, Contenders
+from tests.factories import one
+from waybill.cluster import Cluster
+from waybill.errors import error_code
+
+ROUNDS = 200
+TODAY = dt.datetime.now(dt.UTC).date()
+# a week of past days: a period the views cannot page (ranked live, or read from the cache)
+WEEK = {"from": str(TODAY - dt.timedelta(days=9)), "to": str(TODAY - dt.timedelta(days=2))}
+
+
+@pytest.fixture
+def seeded(db_url: str) -> str:
+    """A small seeded data set (the seed ends with the rollups' rebuild and the views' refresh)."""
+    from waybill import seed
+
+    seed.seed(db_url, orders=600, agents=40, zips=6)
+    return db_url
+
+
+def _miss_key(conn: psycopg.Connection, **args: str) -> tuple[dict, str | None]:
+    """Call the leaderboard; return its answer and the key it NOTIFYed (None: none sent)."""
+    channel = conn.execute("select metrics.leaderboard_cache_channel()").fetchone()[0]
+    conn.execute(f"listen {channel}")
+    try:
+        body = o.call(conn, "agent_leaderboard", **args)[0]
+        keys = [n.payload for n in conn.notifies(timeout=0, stop_after=1)]
+    finally:
+        conn.execute(f"unlisten {channel}")
+    return body, (keys[0] if keys else None)
+
+
+def _fill(conn: psycopg.Connection, key: str, max_items: int | None = None) -> bool:
+    if max_items is None:
+        return conn.execute("select metrics.fill_leaderboard_cache(%s)", [key]).fetchone()[0]
+    return conn.execute("select metrics.fill_leaderboard_cache(%s, %s)", [key, max_items]).fetchone()[0]
+
+
+def _entries(conn: psycopg.Connection) -> dict[str, tuple]:
+    return {
+        r[0]: r[1:]
+        for r in conn.execute(
+            "select e.key, e.total, count(i.*), min(i.ordinal), max(i.ordinal)"
+            " from metrics.leaderboard_cache e left join metrics.leaderboard_cache_items i on i.entry_id = e.id"
+            " group by e.key, e.total"
+        )
+    }
+
+
+def test_a_miss_sends_its_key_and_the_fill_serves_every_page(seeded: str) -> None:
+    with psycopg.connect(seeded, autocommit=True) as conn:
+        live, key = _miss_key(
+            conn, **WEEK, sort_by="on_time_rate", sort_order="asc", page_size="7", min_deliveries="1"
+        )
+        assert key is not None
+        assert json.loads(key) == {"from": WEEK["from"], "to": WEEK["to"], "zipCode": None,
+                                   "sortBy": "on_time_rate", "sortOrder": "asc", "minDeliveries": 1}  # fmt: skip
+        # the default request is the view's own ranks: nothing to cache, no key sent
+        assert _miss_key(conn)[1] is None
+        assert _fill(conn, key) is True
+        assert _fill(conn, key) is False, "a valid entry is not ranked again"
+        total = live["total"]
+        assert total > 7, "the data set has more than one page"
+        (entry_total, n_items, first, last), = _entries(conn).values()  # fmt: skip
+        assert (entry_total, n_items, first, last) == (total, total, 1, total)
+        pages = []
+        for page in range(1, total // 7 + 3):
+            args = dict(
+                WEEK,
+                sort_by="on_time_rate",
+                sort_order="asc",
+                page_size="7",
+                page=str(page),
+                min_deliveries="1",
+            )
+            hit, headers = o.call(conn, "agent_leaderboard", **args)
+            ranked = conn.execute(
+                "select total, items from metrics.leaderboard_page(%s, %s, null, null, 'on_time_rate', 'asc', 1, %s, 7)",
+                [WEEK["from"], WEEK["to"], (page - 1) * 7],
+            ).fetchone()
+            assert (hit["total"], hit["items"]) == (ranked[0], ranked[1]), page
+            max_age = int(headers[0]["Cache-Control"].removeprefix("max-age="))
+            assert 1700 < max_age <= 1800, "a cached period: until the entry expires (the leaderboard's TTL)"
+            pages.append(hit)
+        assert pages[0]["items"] == live["items"]
+        assert pages[-1]["items"] == [] and all(p["total"] == total for p in pages)
+        assert len({p["asOf"] for p in pages}) == 1, "every page is as of the one fill"
+
+
+def test_entries_expire_and_a_window_follows_its_view(seeded: str) -> None:
+    with psycopg.connect(seeded, autocommit=True) as conn:
+        _, week_key = _miss_key(conn, **WEEK)
+        zip_code = one(conn, "select zip_code from metrics.zip_agents order by zip_code limit 1")[0]
+        window, zip_key = _miss_key(conn, zip_code=zip_code)  # the 30-day window of one zip code
+        assert _fill(conn, week_key) and _fill(conn, zip_key)
+        _, key = _miss_key(conn, **WEEK)
+        assert key is None, "a hit"
+        hit, headers = o.call(conn, "agent_leaderboard", zip_code=zip_code)
+        assert hit["asOf"] == window["asOf"], "a window's entry is as of the view it was ranked from"
+        assert headers == o.call(conn, "agent_leaderboard")[1], "and cached by clients as the view is"
+        # expired: ranked live again, and asked for again
+        conn.execute(
+            "update metrics.leaderboard_cache set expires_at = now() - interval '1 second' where key = %s",
+            [week_key],
+        )
+        assert _miss_key(conn, **WEEK)[1] == week_key
+        # the view refreshed: the window's entry is stale (its as-of is no longer the latest)
+        conn.execute("select metrics.refresh('leaderboard')")
+        after, key = _miss_key(conn, zip_code=zip_code)
+        assert key == zip_key and after["asOf"] != window["asOf"]
+        assert _fill(conn, zip_key) is True, "a stale entry is replaced"
+        assert list(_entries(conn)).count(zip_key) == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "code"),
+    [
+        ("not json", "INVALID_ARGUMENT"),
+        ("[1, 2]", "INVALID_ARGUMENT"),
+        ('{"from": "2026-01-01"}', "METRICS_INVALID_PERIOD"),
+        ('{"from": "2026-02-01", "to": "2026-01-01"}', "METRICS_INVALID_PERIOD"),
+        ('{"from": "2025-01-01", "to": "2026-06-01"}', "METRICS_INVALID_PERIOD"),
+        ('{"from": "2026-13-01", "to": "2026-12-01"}', "METRICS_INVALID_DATE"),
+        ('{"from": "2026-01-01", "to": "2026-01-08", "sortBy": "name"}', "METRICS_INVALID_SORT_BY"),
+        ('{"from": "2026-01-01", "to": "2026-01-08", "sortOrder": "up"}', "METRICS_INVALID_SORT_ORDER"),
+        ('{"from": "2026-01-01", "to": "2026-01-08", "zipCode": "1; drop"}', "INVALID_ARGUMENT"),
+        ('{"from": "2026-01-01", "to": "2026-01-08", "minDeliveries": "-1"}', "INVALID_ARGUMENT"),
+        ('{"from": "2026-01-01", "to": "2026-01-08", "pad": "' + "x" * 600 + '"}', "INVALID_ARGUMENT"),
+    ],
+)
+def test_a_bad_key_is_refused_and_changes_nothing(conn: psycopg.Connection, key: str, code: str) -> None:
+    """Anyone may NOTIFY on the channel: the fill validates the key as the endpoint does."""
+    with pytest.raises(psycopg.Error) as info:
+        _fill(conn, key)
+    assert error_code(info.value) == code
+    assert _entries(conn) == {}
+
+
+def test_the_cache_keeps_at_most_max_items(seeded: str) -> None:
+    with psycopg.connect(seeded, autocommit=True) as conn:
+        keys = []
+        for days in range(3, 9):  # six periods, each ranking every agent with a row in it
+            args = {"from": str(TODAY - dt.timedelta(days=days)), "to": str(TODAY)}
+            keys.append(_miss_key(conn, **args)[1])
+        lengths = {}
+        for key in keys:
+            assert _fill(conn, key, max_items=10_000) is True
+            lengths[key] = _entries(conn)[key][0]
+        cap = lengths[keys[-1]] + lengths[keys[-2]]
+        assert _fill(conn, keys[0], max_items=cap) is False, "still valid"
+        conn.execute(
+            "update metrics.leaderboard_cache set expires_at = now() - interval '1 second' where key = %s",
+            [keys[0]],
+        )
+        assert _fill(conn, keys[0], max_items=cap) is True
+        kept = _entries(conn)
+        assert set(kept) == {keys[0], keys[-1]}, (
+            "the newest fill stays; the oldest go first, the expired at once"
+        )
+        assert sum(v[0] for v in kept.values()) <= cap
+        too_long = keys[-2]
+        conn.execute("delete from metrics.leaderboard_cache")
+        assert _fill(conn, too_long, max_items=lengths[too_long] - 1) is False, (
+            "a ranking longer than the bound"
+        )
+        assert _entries(conn) == {}
+
+
+def test_only_the_worker_fills_and_it_reads_nothing_else(cluster: Cluster, db_url: str) -> None:
+    key = json.dumps({"from": "2026-01-01", "to": "2026-01-08"})
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for role in ("admin", "platform_admin", "service", "agent", "anon", "dispatcher"):
+            with conn.transaction(), pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"set local role {role}")
+                _fill(conn, key)
+    name = conninfo_to_dict(db_url)["dbname"]
+    with psycopg.connect(cluster.url(name, user="metrics_cache"), autocommit=True) as worker:
+        assert _fill(worker, key) is True
+        assert worker.execute("show statement_timeout").fetchone()[0] == "30s"
+        for table in (
+            "core.orders",
+            "metrics.leaderboard_cache",
+            "metrics.agent_daily",
+            "webhooks.deliveries",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                worker.execute(f"select 1 from {table} limit 1")
+
+
+def test_fills_and_reads_race_without_loss_doubling_or_a_torn_page(seeded: str) -> None:
+    """8 connections at once, 200 rounds: 6 fill three keys (two per key), 2 read pages of those keys.
+    Every round starts with every entry expired, so each round replaces each key's entry. After each
+    round: one entry per key, its items exactly 1..total; exactly one fill per key won; every page
+    read equals the page ranked live (a read sees an entry and its items from one snapshot)."""
+    args_of = [
+        dict(WEEK),
+        dict(WEEK, sort_by="success_rate", sort_order="asc", min_deliveries="1"),
+        {
+            "from": WEEK["from"],
+            "to": str(TODAY - dt.timedelta(days=1)),
+            "sort_by": "avg_delivery_minutes",
+            "min_deliveries": "1",
+        },
+    ]
+    with psycopg.connect(seeded, autocommit=True) as conn:
+        keys, expected = [], []
+        for args in args_of:
+            body, key = _miss_key(conn, page="2", page_size="5", **args)
+            keys.append(key)
+            expected.append((body["total"], body["items"]))
+        assert all(keys) and len(set(keys)) == 3 and all(e[1] for e in expected)
+
+    def filler(key: str):
+        return lambda c: outcomes_by_key[key].append(
+            c.execute("select metrics.fill_leaderboard_cache(%s)", [key]).fetchone()[0]
+        )
+
+    def reader(i: int):
+        def read(c: psycopg.Connection) -> None:
+            body = o.call(c, "agent_leaderboard", page="2", page_size="5", **args_of[i])[0]
+            reads.append((i, body["total"], body["items"]))
+
+        return read
+
+    contenders = Contenders(seeded, 8)
+    try:
+        with psycopg.connect(seeded, autocommit=True) as conn:
+            for _ in range(ROUNDS):
+                conn.execute("update metrics.leaderboard_cache set expires_at = now() - interval '1 second'")
+                outcomes_by_key: dict[str, list[bool]] = {k: [] for k in keys}
+                reads: list[tuple] = []
+                calls = [filler(keys[i % 3]) for i in range(6)] + [reader(0), reader(1)]
+                outcomes = contenders.round(calls)
+                assert outcomes == [WON] * 8, outcomes
+                assert all(Counter(v) == Counter({True: 1, False: 1}) for v in outcomes_by_key.values()), (
+                    outcomes_by_key
+                )
+                entries = _entries(conn)
+                assert set(entries) == set(keys)
+                for key, exp in zip(keys, expected, strict=True):
+                    assert entries[key] == (exp[0], exp[0], 1, exp[0]), (key, entries[key])
+                for i, total, items in reads:
+                    assert (total, items) == expected[i]
+    finally:
+        contenders.close()
+
+
+def _wait(predicate, what: str, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_the_worker_fills_misses_shrugs_off_bad_keys_and_stops_cleanly(cluster: Cluster, seeded: str) -> None:
+    name = conninfo_to_dict(seeded)["dbname"]
+    env = dict(
+        os.environ,
+        WAYBILL_METRICS_CACHE_DATABASE_URL=cluster.url(name, user="metrics_cache"),
+        WAYBILL_LOG_LEVEL="info",
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "waybill", "metrics-cache"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        with psycopg.connect(seeded, autocommit=True) as conn:
+            listening = (
+                "select count(*) from pg_stat_activity where usename = 'metrics_cache' and datname = %s"
+            )
+            _wait(lambda: one(conn, listening, [name])[0] >= 2, "the worker's two connections")
+            channel = one(conn, "select metrics.leaderboard_cache_channel()")[0]
+            conn.execute("select pg_notify(%s, 'not a key')", [channel])  # anyone may NOTIFY
+            live, key = _miss_key(conn, **WEEK, sort_by="success_rate", min_deliveries="1")
+            _wait(lambda: key in _entries(conn), "the worker's fill")
+            hit = o.call(conn, "agent_leaderboard", **WEEK, sort_by="success_rate", min_deliveries="1")[0]
+            assert (hit["total"], hit["items"]) == (live["total"], live["items"])
+            assert hit["asOf"] != live["asOf"], "as of the fill, not of the live answer"
+            assert worker.poll() is None, "a bad key does not stop the worker"
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=15) == 0
+        events = [json.loads(line) for line in worker.stderr.read().splitlines() if line.startswith("{")]
+        names = [e["event"] for e in events]
+        assert "metrics_cache_fill_failed" in names and "metrics_cache_fill_succeeded" in names, names
+        failed = next(e for e in events if e["event"] == "metrics_cache_fill_failed")
+        assert failed["error_code"] == "INVALID_ARGUMENT" and failed["service"] == "metrics-cache"
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
