@@ -155,26 +155,81 @@ def targets(url: str) -> dict[str, tuple[str, str]]:
         ).fetchone()
         today = conn.execute("select metrics.utc_day(now())").fetchone()[0]
     frm, to = today - dt.timedelta(days=13), today - dt.timedelta(days=6)  # a non-standard week
+    cached = answer_cache_shapes(frm, to, zip_code)
     return {
         "health_db": ("/rpc/health_db", None),
         "agent_metrics": (f"/rpc/agent_metrics?agent_id={busy}", "admin"),
         "agent_leaderboard": ("/rpc/agent_leaderboard?sort_by=on_time_rate&page=3", "admin"),
+        **cached,  # read from the answer cache (sql/325), as the worker keeps it
+        # the same answered as on a miss: the cache empty, every request computed
+        **{f"{name}_live": plan for name, plan in cached.items()},
+        "geographic_coverage": ("/rpc/geographic_coverage?page=2", "admin"),
+        "agent_activity": (
+            f"/rpc/agent_activity?agent_id={busy}" + (f"&before={cursor[0]}" if cursor else ""),
+            "admin",
+        ),
+    }
+
+
+def answer_cache_shapes(frm: dt.date, to: dt.date, zip_code: str) -> dict[str, tuple[str, str]]:
+    """The requests the answer cache serves: leaderboards the view cannot page, SLA summaries."""
+    return {
         "agent_leaderboard_zip": (f"/rpc/agent_leaderboard?zip_code={zip_code}", "admin"),
         "agent_leaderboard_week": (f"/rpc/agent_leaderboard?from={frm}&to={to}", "admin"),
         "agent_leaderboard_week_zip": (
             f"/rpc/agent_leaderboard?from={frm}&to={to}&zip_code={zip_code}",
             "admin",
         ),
-        "geographic_coverage": ("/rpc/geographic_coverage?page=2", "admin"),
         "sla_summary": ("/rpc/sla_summary", "admin"),
         "sla_summary_week": (f"/rpc/sla_summary?from={frm}&to={to}", "admin"),
         "sla_summary_zip": (f"/rpc/sla_summary?zip_code={zip_code}", "admin"),
         "sla_summary_week_zip": (f"/rpc/sla_summary?from={frm}&to={to}&zip_code={zip_code}", "admin"),
-        "agent_activity": (
-            f"/rpc/agent_activity?agent_id={busy}" + (f"&before={cursor[0]}" if cursor else ""),
-            "admin",
-        ),
     }
+
+
+def sql_call(target: str) -> tuple[str, list[str]]:
+    """The api function call an HTTP target makes, as SQL with its arguments."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(target)
+    fn = parts.path.rsplit("/", 1)[1]
+    args = parse_qsl(parts.query)
+    named = ", ".join(f'"{k}" => %s' for k, _ in args)
+    return f"select api.{fn}({named})::text", [v for _, v in args]
+
+
+class AnswerCache:
+    """Puts the answer cache in the state a shape is measured in: its entry filled (as the
+    worker would, from the key its miss sends) or every entry gone (`_live`: each request a miss)."""
+
+    def __init__(self, url: str, plan: dict[str, tuple[str, str | None]]) -> None:
+        self.url = url
+        self.keys: dict[str, str] = {}
+        with psycopg.connect(url, autocommit=True) as conn:
+            self.present = conn.execute("select to_regclass('metrics.answer_cache') is not null").fetchone()[
+                0
+            ]
+            if not self.present:  # before migration 0026 (an A/B run): nothing to prepare
+                return
+            channel = conn.execute("select metrics.answer_cache_channel()").fetchone()[0]
+            conn.execute("delete from metrics.answer_cache")  # every shape a miss: it sends its key
+            conn.execute(f"listen {channel}")
+            for name, (target, _) in plan.items():
+                if f"{name}_live" in plan:
+                    q, a = sql_call(target)
+                    with conn.transaction():
+                        conn.execute("set local role admin")
+                        conn.execute(q, a)
+                    self.keys[name] = next(conn.notifies(timeout=0, stop_after=1)).payload
+
+    def prepare(self, name: str) -> None:
+        if not self.present:
+            return
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            if name in self.keys:
+                conn.execute("select metrics.fill_answer_cache(%s)", [self.keys[name]])
+            elif name.endswith("_live"):
+                conn.execute("delete from metrics.answer_cache")
 
 
 # -- HTTP -----------------------------------------------------------------------------------------
@@ -260,7 +315,9 @@ def http_bench(cluster, db: str, args: argparse.Namespace) -> dict:
             None: header_block(port, None),
             "admin": header_block(port, mint(secret, "admin", None, 24 * 3600)),
         }
+        cache = AnswerCache(cluster.url(db), plan)
         for name, (target, role) in plan.items():
+            cache.prepare(name)
             ms, ref = asyncio.run(latencies(port, blocks, target, role, args.requests))
             results[name] = {"target": target, "p50_ms": pctl(ms, 0.5), "p95_ms": pctl(ms, 0.95),
                              "p99_ms": pctl(ms, 0.99), "mean_ms": statistics.fmean(ms),
@@ -270,6 +327,7 @@ def http_bench(cluster, db: str, args: argparse.Namespace) -> dict:
                 f"  p95 {pctl(ref, 0.95):.2f})")  # fmt: skip
         for rnd in range(args.rounds):
             for name, (target, role) in plan.items():
+                cache.prepare(name)
                 rps = asyncio.run(throughput(port, blocks, target, role, args.clients, args.seconds))
                 results[name].setdefault("rps_runs", []).append(rps)
             log(f"throughput round {rnd + 1}/{args.rounds} done")
@@ -283,28 +341,22 @@ def http_bench(cluster, db: str, args: argparse.Namespace) -> dict:
 def server_times(url: str, plan: dict[str, tuple[str, str | None]], calls: int) -> dict:
     """Each endpoint's function called in the database as admin (no HTTP, no gateway): wall time and
     the backend's CPU per call (/proc), interleaved with api.health_db() in 4 rounds."""
-    from urllib.parse import parse_qsl, urlsplit
-
-    def sql_call(target: str) -> tuple[str, list[str]]:
-        parts = urlsplit(target)
-        fn = parts.path.rsplit("/", 1)[1]
-        args = parse_qsl(parts.query)
-        named = ", ".join(f'"{k}" => %s' for k, _ in args)
-        return f"select api.{fn}({named})::text", [v for _, v in args]
-
     out: dict = {}
     with psycopg.connect(url, autocommit=True) as conn:
         pid = conn.info.backend_pid
         conn.execute("set role admin")
         conn.execute("""select set_config('request.jwt.claims', '{"role": "admin"}', false)""")
         queries = {name: sql_call(target) for name, (target, _) in plan.items()}
-        for q, a in queries.values():
+        cache = AnswerCache(url, plan)
+        for name, (q, a) in queries.items():
+            cache.prepare(name)
             for _ in range(5):  # warm-up: this session's plans
                 conn.execute(q, a).fetchone()
         walls: dict[str, list[float]] = {k: [] for k in queries}
         cpus = dict.fromkeys(queries, 0.0)
         for _ in range(4):
             for name, (q, a) in queries.items():
+                cache.prepare(name)
                 c0 = backend_cpu_s(pid)
                 for _ in range(max(1, calls // 4)):
                     t0 = time.perf_counter()
@@ -483,8 +535,15 @@ def markdown(res: dict) -> str:
             f"| req/s at {res['args']['clients']} clients | ÷ health_db |",
             "|---|--:|--:|--:|--:|--:|--:|",
         ]
-        for r in res["http"].values():
-            lines.append(f"| `{r['target']}` | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
+        for name, r in res["http"].items():
+            how = (
+                " computed (cache empty)"
+                if name.endswith("_live")
+                else " cached"
+                if f"{name}_live" in res["http"]
+                else ""
+            )
+            lines.append(f"| `{r['target']}`{how} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
                          f"{r['health_db_p50_ms']:.2f} / {r['health_db_p95_ms']:.2f} | "
                          f"{r['rps']:,.0f} | {r['ratio_to_health_db']:.2f} |")  # fmt: skip
     if "refresh" in res:

@@ -81,8 +81,8 @@ select set_eq(
        where s.setdatabase = 0 and c like 'statement_timeout=%'$$,
     $$values ('anon', 'statement_timeout=3s'), ('agent', 'statement_timeout=8s'),
              ('service', 'statement_timeout=10s'), ('admin', 'statement_timeout=30s'),
-             ('platform_admin', 'statement_timeout=30s')$$,
-    'anon 3 s, agent 8 s, service 10 s, admin and platform_admin 30 s');
+             ('platform_admin', 'statement_timeout=30s'), ('metrics_cache', 'statement_timeout=30s')$$,
+    'anon 3 s, agent 8 s, service 10 s, admin and platform_admin 30 s; the cache worker''s fills 30 s');
 select ok(
     (select substring(c from '=(.*)$')::interval from pg_db_role_setting s, unnest(s.setconfig) c
       where s.setrole = 'agent'::regrole and c like 'statement_timeout=%')

@@ -7,8 +7,8 @@ select plan(52);
 select has_table('metrics', 'agent_daily', 'per-agent-per-day rollup');
 select has_table('metrics', 'zip_daily', 'per-zip-per-day rollup');
 select has_table('metrics', 'zip_agents', 'the agents serving each zip code (0025)');
-select has_table('metrics', 'leaderboard_cache', 'the leaderboard''s cached rankings (0026)');
-select has_table('metrics', 'leaderboard_cache_items', 'the cached rankings'' items (0026)');
+select has_table('metrics', 'answer_cache', 'the cached answers of the leaderboard and the SLA summary (0026)');
+select has_table('metrics', 'answer_cache_items', 'the cached answers'' items (0026)');
 select has_materialized_view('metrics', 'leaderboard', 'leaderboard view');
 select has_materialized_view('metrics', 'sla_summary', 'SLA summary view');
 select has_materialized_view('metrics', 'geographic_coverage', 'coverage view');
@@ -47,18 +47,18 @@ select ok(not has_table_privilege('agent', 'metrics.leaderboard', 'SELECT'), 'ag
 select ok(not has_table_privilege('service', 'metrics.agent_daily', 'SELECT'), 'service cannot read the rollups');
 select ok(not has_table_privilege('agent', 'metrics.zip_agents', 'SELECT') and not has_table_privilege('service', 'metrics.zip_agents', 'SELECT'),
     'agents and service cannot read the zip codes'' agents');
-select ok(not has_table_privilege('agent', 'metrics.leaderboard_cache_items', 'SELECT') and not has_table_privilege('service', 'metrics.leaderboard_cache', 'SELECT'),
-    'agents and service cannot read the leaderboard cache');
+select ok(not has_table_privilege('agent', 'metrics.answer_cache_items', 'SELECT') and not has_table_privilege('service', 'metrics.answer_cache', 'SELECT'),
+    'agents and service cannot read the answer cache');
 select is_empty(
     $$select r from unnest(array['admin', 'platform_admin', 'service', 'agent', 'anon', 'dispatcher', 'authenticator']) r
-       where has_function_privilege(r, 'metrics.fill_leaderboard_cache(text, integer)', 'EXECUTE')$$,
-    'only the cache worker fills the leaderboard cache');
-select ok(has_function_privilege('metrics_cache', 'metrics.fill_leaderboard_cache(text, integer)', 'EXECUTE')
-          and (select prosecdef from pg_proc where oid = 'metrics.fill_leaderboard_cache(text, integer)'::regprocedure),
+       where has_function_privilege(r, 'metrics.fill_answer_cache(text, bigint)', 'EXECUTE')$$,
+    'only the cache worker fills the answer cache');
+select ok(has_function_privilege('metrics_cache', 'metrics.fill_answer_cache(text, bigint)', 'EXECUTE')
+          and (select prosecdef from pg_proc where oid = 'metrics.fill_answer_cache(text, bigint)'::regprocedure),
     'the cache worker fills through a SECURITY DEFINER function');
 select ok((select rolcanlogin and not rolsuper and not rolbypassrls from pg_roles where rolname = 'metrics_cache')
           and not has_schema_privilege('metrics_cache', 'core', 'USAGE')
-          and not has_table_privilege('metrics_cache', 'metrics.leaderboard_cache', 'SELECT'),
+          and not has_table_privilege('metrics_cache', 'metrics.answer_cache', 'SELECT'),
     'metrics_cache logs in and reads nothing itself');
 select is((select provolatile::text from pg_proc where oid = 'api.agent_leaderboard(text, text, text, text, text, text, text, text)'::regprocedure),
     's', 'the read endpoints are STABLE (GET-able, read-only transactions)');

@@ -25,7 +25,7 @@ begin
     if not exists (select 1 from pg_roles where rolname = 'dispatcher') then
         create role dispatcher login;
     end if;
-    -- metrics_cache: the leaderboard cache worker logs in as itself and only fills that cache.
+    -- metrics_cache: the answer cache worker logs in as itself and only fills that cache.
     if not exists (select 1 from pg_roles where rolname = 'metrics_cache') then
         create role metrics_cache login;
     end if;
@@ -62,4 +62,4 @@ comment on role agent is 'Request role of delivery agents (JWT sub = agent id). 
 comment on role service is 'Request role of back-end services driving the lifecycle. statement_timeout 10 s.';
 comment on role admin is 'Request role of admins: reads everything, metrics and webhooks. statement_timeout 30 s.';
 comment on role platform_admin is 'Request role of platform admins (as admin). statement_timeout 30 s.';
-comment on role metrics_cache is 'The metrics cache worker (waybill/metrics_cache.py): LISTENs for leaderboard cache misses and may only call metrics.fill_leaderboard_cache. statement_timeout 30 s.';
+comment on role metrics_cache is 'The metrics cache worker (waybill/metrics_cache.py): LISTENs for answer cache misses and may only call metrics.fill_answer_cache. statement_timeout 30 s.';

@@ -72,21 +72,21 @@ $$;
 comment on function metrics.sla_day(date, bigint, bigint, float8[]) is 'One day of the SLA summary''s series as JSON.';
 grant execute on function metrics.sla_day(date, bigint, bigint, float8[]) to admin, platform_admin;
 
-create function api.sla_summary("from" text default null, "to" text default null, zip_code text default null,
-                                agent_id text default null)
+create function metrics.sla_summary_answer(p_from date, p_to date, p_zip text, p_agent bigint)
 returns json
 language plpgsql
 stable
 set search_path = ''
 as $$
 -- All zip codes or one zip code: metrics.sla_summary (exact per day and for a standard window; a
--- non-standard period's percentiles from cumulative minute histograms). One agent:
+-- non-standard period's percentiles from cumulative minute histograms), as of its refresh: the
+-- answer depends on the view's contents alone (sql/325 caches it while they last). One agent:
 -- metrics.agent_daily, live (percentiles from minute histograms).
 declare
-    v_zip text := metrics.parse_zip(sla_summary.zip_code);
-    v_agent bigint;
-    v_from date;
-    v_to date;
+    v_zip text := p_zip;
+    v_agent bigint := p_agent;
+    v_from date := p_from;
+    v_to date := p_to;
     v_as_of timestamptz;
     v_method text;
     v_days json;
@@ -99,14 +99,6 @@ declare
     v_now timestamptz := now();
     v_key text;
 begin
-    if sla_summary.agent_id is not null then
-        if v_zip is not null then
-            perform metrics.raise_error('INVALID_ARGUMENT', 'give zip_code or agent_id, not both');
-        end if;
-        v_agent := metrics.resolve_agent(sla_summary.agent_id);
-    end if;
-    select p.d_from, p.d_to into v_from, v_to from metrics.parse_period(sla_summary."from", sla_summary."to") p;
-
     if v_agent is null then
         -- All zip codes (zip_code '') or one: precomputed rows of metrics.sla_summary, as of its refresh.
         v_as_of := metrics.as_of('sla_summary');
@@ -154,7 +146,6 @@ begin
           left join metrics.sla_summary s
             on s.grain = case when v_zip is null then 'day' else 'zip_day' end
            and s.zip_code = v_key and s.d_from = g.day::date;
-        perform metrics.set_cache_control(metrics.seconds_to_refresh('sla_summary'));
     else
         v_as_of := v_now;
         v_method := 'minute_histogram';
@@ -174,7 +165,6 @@ begin
           into v_days
           from generate_series(v_from, v_to - 1, interval '1 day') g (day)
           left join metrics.agent_daily a on a.agent_id = v_agent and a.day = g.day::date;
-        perform metrics.set_cache_control(0);
     end if;
     return json_build_object(
         'asOf', v_as_of, 'from', v_from, 'to', v_to, 'zipCode', v_zip, 'agentId', v_agent,
@@ -187,6 +177,52 @@ begin
         'percentiles', v_method, 'dailyPercentiles', case when v_agent is null then 'exact' else 'minute_histogram' end,
         'open', v_open, 'openPastDue', v_past_due,
         'daily', coalesce(v_days, '[]'));
+end
+$$;
+comment on function metrics.sla_summary_answer(date, date, text, bigint) is 'The SLA summary answer over [from, to) for all zip codes, one zip code or one agent (arguments already parsed).';
+grant execute on function metrics.sla_summary_answer(date, date, text, bigint) to admin, platform_admin;
+
+create function api.sla_summary("from" text default null, "to" text default null, zip_code text default null,
+                                agent_id text default null)
+returns json
+language plpgsql
+stable
+set search_path = ''
+as $$
+-- metrics.sla_summary_answer. All zip codes or one: as of metrics.sla_summary's refresh, read from
+-- the answer cache (sql/325) while the view's as-of is the one it was computed from; a miss answers
+-- it and sends its key to the cache worker. One agent: live, never cached.
+declare
+    v_zip text := metrics.parse_zip(sla_summary.zip_code);
+    v_agent bigint;
+    v_from date;
+    v_to date;
+    v_cache_key text;
+    v_answer json;
+begin
+    if sla_summary.agent_id is not null then
+        if v_zip is not null then
+            perform metrics.raise_error('INVALID_ARGUMENT', 'give zip_code or agent_id, not both');
+        end if;
+        v_agent := metrics.resolve_agent(sla_summary.agent_id);
+    end if;
+    select p.d_from, p.d_to into v_from, v_to from metrics.parse_period(sla_summary."from", sla_summary."to") p;
+    if v_agent is not null then
+        perform metrics.set_cache_control(0);
+        return metrics.sla_summary_answer(v_from, v_to, null, v_agent);
+    end if;
+    perform metrics.set_cache_control(metrics.seconds_to_refresh('sla_summary'));
+    v_cache_key := metrics.sla_summary_cache_key(v_from, v_to, v_zip);
+    select i.item into v_answer
+      from metrics.answer_cache e
+      join metrics.answer_cache_items i on i.entry_id = e.id and i.ordinal = 1
+     where e.key = v_cache_key and e.expires_at > now()
+       and e.source_as_of is not distinct from metrics.as_of('sla_summary');
+    if not found then
+        v_answer := metrics.sla_summary_answer(v_from, v_to, v_zip, null);
+        perform pg_notify(metrics.answer_cache_channel(), v_cache_key);
+    end if;
+    return v_answer;
 end
 $$;
 comment on function api.sla_summary(text, text, text, text) is $$SLA summary

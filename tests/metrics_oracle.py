@@ -193,24 +193,24 @@ def call(
     return body, json.loads(headers) if headers else None
 
 
-def cached_board(conn: psycopg.Connection, **args: Any) -> tuple:
-    """api.agent_leaderboard answered from the leaderboard cache (sql/325), as the worker fills it:
-    a miss answers live and NOTIFYs its key; the key is filled; the same call then reads the cache.
-    The default request (the view's own ranks) sends no key and is returned as it came."""
-    channel = conn.execute("select metrics.leaderboard_cache_channel()").fetchone()[0]
+def cached_call(conn: psycopg.Connection, fn: str, **args: Any) -> tuple:
+    """api.<fn> (agent_leaderboard, sla_summary) answered from the answer cache (sql/325), as the
+    worker fills it: a miss answers and NOTIFYs its key; the key is filled; the same call then reads
+    the cache. A request the endpoint never caches sends no key and is returned as it came."""
+    channel = conn.execute("select metrics.answer_cache_channel()").fetchone()[0]
     conn.execute(f"listen {channel}")
     try:
         # a session's own notifications reach it at its commit, before the call returns
-        body, headers = call(conn, "agent_leaderboard", **args)
+        body, headers = call(conn, fn, **args)
         keys = [n.payload for n in conn.notifies(timeout=0, stop_after=1)]
         if not keys:
             return body, headers
-        conn.execute("select metrics.fill_leaderboard_cache(%s)", keys)
-        hit, headers = call(conn, "agent_leaderboard", **args)
+        conn.execute("select metrics.fill_answer_cache(%s)", keys)
+        hit, headers = call(conn, fn, **args)
         assert not list(conn.notifies(timeout=0, stop_after=1)), "a hit sends no key"
     finally:
         conn.execute(f"unlisten {channel}")
-    entry = conn.execute("select as_of from metrics.leaderboard_cache where key = %s", keys).fetchone()
+    entry = conn.execute("select as_of from metrics.answer_cache where key = %s", keys).fetchone()
     assert entry is not None and hit["asOf"] is not None, keys
     assert dt.datetime.fromisoformat(hit["asOf"]) == entry[0], "the answer came from the cache"
     return hit, headers

@@ -1,4 +1,4 @@
-"""The leaderboard cache (sql/325) and its worker (waybill/metrics_cache.py).
+"""The answer cache (sql/325) and its worker (waybill/metrics_cache.py).
 
 A leaderboard the views cannot page answers live on a miss and NOTIFYs its key; the worker fills the
 key; later pages read the cache until it expires or, for a standard window, until the view's next
@@ -43,31 +43,33 @@ def seeded(db_url: str) -> str:
     return db_url
 
 
-def _miss_key(conn: psycopg.Connection, **args: str) -> tuple[dict, str | None]:
-    """Call the leaderboard; return its answer and the key it NOTIFYed (None: none sent)."""
-    channel = conn.execute("select metrics.leaderboard_cache_channel()").fetchone()[0]
+def _miss_key(
+    conn: psycopg.Connection, fn: str = "agent_leaderboard", **args: str
+) -> tuple[dict, str | None]:
+    """Call the endpoint; return its answer and the key it NOTIFYed (None: none sent)."""
+    channel = conn.execute("select metrics.answer_cache_channel()").fetchone()[0]
     conn.execute(f"listen {channel}")
     try:
-        body = o.call(conn, "agent_leaderboard", **args)[0]
+        body = o.call(conn, fn, **args)[0]
         keys = [n.payload for n in conn.notifies(timeout=0, stop_after=1)]
     finally:
         conn.execute(f"unlisten {channel}")
     return body, (keys[0] if keys else None)
 
 
-def _fill(conn: psycopg.Connection, key: str, max_items: int | None = None) -> bool:
-    if max_items is None:
-        return conn.execute("select metrics.fill_leaderboard_cache(%s)", [key]).fetchone()[0]
-    return conn.execute("select metrics.fill_leaderboard_cache(%s, %s)", [key, max_items]).fetchone()[0]
+def _fill(conn: psycopg.Connection, key: str, max_bytes: int | None = None) -> bool:
+    if max_bytes is None:
+        return conn.execute("select metrics.fill_answer_cache(%s)", [key]).fetchone()[0]
+    return conn.execute("select metrics.fill_answer_cache(%s, %s)", [key, max_bytes]).fetchone()[0]
 
 
 def _entries(conn: psycopg.Connection) -> dict[str, tuple]:
     return {
         r[0]: r[1:]
         for r in conn.execute(
-            "select e.key, e.total, count(i.*), min(i.ordinal), max(i.ordinal)"
-            " from metrics.leaderboard_cache e left join metrics.leaderboard_cache_items i on i.entry_id = e.id"
-            " group by e.key, e.total"
+            "select e.key, e.total, count(i.*), min(i.ordinal), max(i.ordinal), e.size_bytes"
+            " from metrics.answer_cache e left join metrics.answer_cache_items i on i.entry_id = e.id"
+            " group by e.key, e.total, e.size_bytes"
         )
     }
 
@@ -78,15 +80,18 @@ def test_a_miss_sends_its_key_and_the_fill_serves_every_page(seeded: str) -> Non
             conn, **WEEK, sort_by="on_time_rate", sort_order="asc", page_size="7", min_deliveries="1"
         )
         assert key is not None
-        assert json.loads(key) == {"from": WEEK["from"], "to": WEEK["to"], "zipCode": None,
+        assert json.loads(key) == {"endpoint": "agent_leaderboard", "from": WEEK["from"], "to": WEEK["to"], "zipCode": None,
                                    "sortBy": "on_time_rate", "sortOrder": "asc", "minDeliveries": 1}  # fmt: skip
-        # the default request is the view's own ranks: nothing to cache, no key sent
-        assert _miss_key(conn)[1] is None
+        # the default request (the view's own ranks) is cached too: its ranking in one index range
+        default, default_key = _miss_key(conn)
+        assert json.loads(default_key)["minDeliveries"] == 5 and _fill(conn, default_key) is True
+        assert o.call(conn, "agent_leaderboard")[0] == default, "the view's answer, as it was"
+        conn.execute("delete from metrics.answer_cache")
         assert _fill(conn, key) is True
         assert _fill(conn, key) is False, "a valid entry is not ranked again"
         total = live["total"]
         assert total > 7, "the data set has more than one page"
-        (entry_total, n_items, first, last), = _entries(conn).values()  # fmt: skip
+        (entry_total, n_items, first, last, _), = _entries(conn).values()  # fmt: skip
         assert (entry_total, n_items, first, last) == (total, total, 1, total)
         pages = []
         for page in range(1, total // 7 + 3):
@@ -125,7 +130,7 @@ def test_entries_expire_and_a_window_follows_its_view(seeded: str) -> None:
         assert headers == o.call(conn, "agent_leaderboard")[1], "and cached by clients as the view is"
         # expired: ranked live again, and asked for again
         conn.execute(
-            "update metrics.leaderboard_cache set expires_at = now() - interval '1 second' where key = %s",
+            "update metrics.answer_cache set expires_at = now() - interval '1 second' where key = %s",
             [week_key],
         )
         assert _miss_key(conn, **WEEK)[1] == week_key
@@ -137,20 +142,74 @@ def test_entries_expire_and_a_window_follows_its_view(seeded: str) -> None:
         assert list(_entries(conn)).count(zip_key) == 1
 
 
+def test_an_sla_summary_is_the_views_answer_while_the_view_lasts(seeded: str) -> None:
+    """An SLA summary of all zip codes or one depends on metrics.sla_summary alone: the cached answer
+    is the same JSON, valid until the view refreshes. One agent's is live: never cached."""
+    with psycopg.connect(seeded, autocommit=True) as conn:
+        zip_code = one(conn, "select zip_code from metrics.zip_agents order by zip_code limit 1")[0]
+        agent = one(conn, "select min(agent_id) from metrics.agent_daily")[0]
+        assert _miss_key(conn, "sla_summary", agent_id=str(agent))[1] is None
+        for args in ({}, WEEK, {"zip_code": zip_code}, dict(WEEK, zip_code=zip_code)):
+            (live, headers), (_, key) = (
+                o.call(conn, "sla_summary", **args),
+                _miss_key(conn, "sla_summary", **args),
+            )
+            assert json.loads(key)["endpoint"] == "sla_summary" and json.loads(key)["zipCode"] == args.get(
+                "zip_code"
+            )
+            assert _fill(conn, key) is True
+            hit, hit_headers = o.call(conn, "sla_summary", **args)
+            assert _miss_key(conn, "sla_summary", **args)[1] is None, "a hit"
+            assert hit == live and hit_headers == headers, args
+        assert live["delivered"] > 0, "the data set has deliveries that week"
+        conn.execute("select metrics.refresh('sla_summary')")
+        after, key = _miss_key(conn, "sla_summary", **WEEK, zip_code=zip_code)
+        assert key is not None and after["asOf"] != live["asOf"], "the view refreshed: the entry is stale"
+        assert _fill(conn, key) is True
+
+
 @pytest.mark.parametrize(
     ("key", "code"),
     [
         ("not json", "INVALID_ARGUMENT"),
         ("[1, 2]", "INVALID_ARGUMENT"),
-        ('{"from": "2026-01-01"}', "METRICS_INVALID_PERIOD"),
-        ('{"from": "2026-02-01", "to": "2026-01-01"}', "METRICS_INVALID_PERIOD"),
-        ('{"from": "2025-01-01", "to": "2026-06-01"}', "METRICS_INVALID_PERIOD"),
-        ('{"from": "2026-13-01", "to": "2026-12-01"}', "METRICS_INVALID_DATE"),
-        ('{"from": "2026-01-01", "to": "2026-01-08", "sortBy": "name"}', "METRICS_INVALID_SORT_BY"),
-        ('{"from": "2026-01-01", "to": "2026-01-08", "sortOrder": "up"}', "METRICS_INVALID_SORT_ORDER"),
-        ('{"from": "2026-01-01", "to": "2026-01-08", "zipCode": "1; drop"}', "INVALID_ARGUMENT"),
-        ('{"from": "2026-01-01", "to": "2026-01-08", "minDeliveries": "-1"}', "INVALID_ARGUMENT"),
-        ('{"from": "2026-01-01", "to": "2026-01-08", "pad": "' + "x" * 600 + '"}', "INVALID_ARGUMENT"),
+        ('{"from": "2026-01-01", "to": "2026-01-08"}', "INVALID_ARGUMENT"),
+        ('{"endpoint": "agent_metrics", "from": "2026-01-01", "to": "2026-01-08"}', "INVALID_ARGUMENT"),
+        ('{"endpoint": "sla_summary", "from": "2026-01-01"}', "METRICS_INVALID_PERIOD"),
+        (
+            '{"endpoint": "agent_leaderboard", "from": "2026-02-01", "to": "2026-01-01"}',
+            "METRICS_INVALID_PERIOD",
+        ),
+        (
+            '{"endpoint": "agent_leaderboard", "from": "2025-01-01", "to": "2026-06-01"}',
+            "METRICS_INVALID_PERIOD",
+        ),
+        (
+            '{"endpoint": "agent_leaderboard", "from": "2026-13-01", "to": "2026-12-01"}',
+            "METRICS_INVALID_DATE",
+        ),
+        (
+            '{"endpoint": "agent_leaderboard", "from": "2026-01-01", "to": "2026-01-08", "sortBy": "name"}',
+            "METRICS_INVALID_SORT_BY",
+        ),
+        (
+            '{"endpoint": "agent_leaderboard", "from": "2026-01-01", "to": "2026-01-08", "sortOrder": "up"}',
+            "METRICS_INVALID_SORT_ORDER",
+        ),
+        (
+            '{"endpoint": "agent_leaderboard", "from": "2026-01-01", "to": "2026-01-08", "zipCode": "1; drop"}',
+            "INVALID_ARGUMENT",
+        ),
+        (
+            '{"endpoint": "agent_leaderboard", "from": "2026-01-01", "to": "2026-01-08", "minDeliveries": "-1"}',
+            "INVALID_ARGUMENT",
+        ),
+        (
+            '{"endpoint": "agent_leaderboard", "from": "2026-01-01", "to": "2026-01-08", "pad": "'
+            + "x" * 600
+            + '"}',
+            "INVALID_ARGUMENT",
+        ),
     ],
 )
 def test_a_bad_key_is_refused_and_changes_nothing(conn: psycopg.Connection, key: str, code: str) -> None:
@@ -161,38 +220,36 @@ def test_a_bad_key_is_refused_and_changes_nothing(conn: psycopg.Connection, key:
     assert _entries(conn) == {}
 
 
-def test_the_cache_keeps_at_most_max_items(seeded: str) -> None:
+def test_the_cache_keeps_at_most_max_bytes(seeded: str) -> None:
     with psycopg.connect(seeded, autocommit=True) as conn:
         keys = []
         for days in range(3, 9):  # six periods, each ranking every agent with a row in it
             args = {"from": str(TODAY - dt.timedelta(days=days)), "to": str(TODAY)}
             keys.append(_miss_key(conn, **args)[1])
-        lengths = {}
+        size = {}
         for key in keys:
-            assert _fill(conn, key, max_items=10_000) is True
-            lengths[key] = _entries(conn)[key][0]
-        cap = lengths[keys[-1]] + lengths[keys[-2]]
-        assert _fill(conn, keys[0], max_items=cap) is False, "still valid"
+            assert _fill(conn, key, max_bytes=10_000_000) is True
+            size[key] = _entries(conn)[key][4]
+            assert size[key] > 1000, "an answer's JSON text"
+        cap = size[keys[0]] + size[keys[-1]]
+        assert _fill(conn, keys[0], max_bytes=cap) is False, "still valid"
         conn.execute(
-            "update metrics.leaderboard_cache set expires_at = now() - interval '1 second' where key = %s",
+            "update metrics.answer_cache set expires_at = now() - interval '1 second' where key = %s",
             [keys[0]],
         )
-        assert _fill(conn, keys[0], max_items=cap) is True
+        assert _fill(conn, keys[0], max_bytes=cap) is True
         kept = _entries(conn)
         assert set(kept) == {keys[0], keys[-1]}, (
             "the newest fill stays; the oldest go first, the expired at once"
         )
-        assert sum(v[0] for v in kept.values()) <= cap
-        too_long = keys[-2]
-        conn.execute("delete from metrics.leaderboard_cache")
-        assert _fill(conn, too_long, max_items=lengths[too_long] - 1) is False, (
-            "a ranking longer than the bound"
-        )
+        assert sum(v[4] for v in kept.values()) <= cap
+        conn.execute("delete from metrics.answer_cache")
+        assert _fill(conn, keys[-1], max_bytes=size[keys[-1]] - 1) is False, "an answer larger than the bound"
         assert _entries(conn) == {}
 
 
 def test_only_the_worker_fills_and_it_reads_nothing_else(cluster: Cluster, db_url: str) -> None:
-    key = json.dumps({"from": "2026-01-01", "to": "2026-01-08"})
+    key = json.dumps({"endpoint": "agent_leaderboard", "from": "2026-01-01", "to": "2026-01-08"})
     with psycopg.connect(db_url, autocommit=True) as conn:
         for role in ("admin", "platform_admin", "service", "agent", "anon", "dispatcher"):
             with conn.transaction(), pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -204,7 +261,7 @@ def test_only_the_worker_fills_and_it_reads_nothing_else(cluster: Cluster, db_ur
         assert worker.execute("show statement_timeout").fetchone()[0] == "30s"
         for table in (
             "core.orders",
-            "metrics.leaderboard_cache",
+            "metrics.answer_cache",
             "metrics.agent_daily",
             "webhooks.deliveries",
         ):
@@ -237,7 +294,7 @@ def test_fills_and_reads_race_without_loss_doubling_or_a_torn_page(seeded: str) 
 
     def filler(key: str):
         return lambda c: outcomes_by_key[key].append(
-            c.execute("select metrics.fill_leaderboard_cache(%s)", [key]).fetchone()[0]
+            c.execute("select metrics.fill_answer_cache(%s)", [key]).fetchone()[0]
         )
 
     def reader(i: int):
@@ -251,7 +308,7 @@ def test_fills_and_reads_race_without_loss_doubling_or_a_torn_page(seeded: str) 
     try:
         with psycopg.connect(seeded, autocommit=True) as conn:
             for _ in range(ROUNDS):
-                conn.execute("update metrics.leaderboard_cache set expires_at = now() - interval '1 second'")
+                conn.execute("update metrics.answer_cache set expires_at = now() - interval '1 second'")
                 outcomes_by_key: dict[str, list[bool]] = {k: [] for k in keys}
                 reads: list[tuple] = []
                 calls = [filler(keys[i % 3]) for i in range(6)] + [reader(0), reader(1)]
@@ -263,7 +320,7 @@ def test_fills_and_reads_race_without_loss_doubling_or_a_torn_page(seeded: str) 
                 entries = _entries(conn)
                 assert set(entries) == set(keys)
                 for key, exp in zip(keys, expected, strict=True):
-                    assert entries[key] == (exp[0], exp[0], 1, exp[0]), (key, entries[key])
+                    assert entries[key][:4] == (exp[0], exp[0], 1, exp[0]), (key, entries[key])
                 for i, total, items in reads:
                     assert (total, items) == expected[i]
     finally:
@@ -297,7 +354,7 @@ def test_the_worker_fills_misses_shrugs_off_bad_keys_and_stops_cleanly(cluster: 
                 "select count(*) from pg_stat_activity where usename = 'metrics_cache' and datname = %s"
             )
             _wait(lambda: one(conn, listening, [name])[0] >= 2, "the worker's two connections")
-            channel = one(conn, "select metrics.leaderboard_cache_channel()")[0]
+            channel = one(conn, "select metrics.answer_cache_channel()")[0]
             conn.execute("select pg_notify(%s, 'not a key')", [channel])  # anyone may NOTIFY
             live, key = _miss_key(conn, **WEEK, sort_by="success_rate", min_deliveries="1")
             _wait(lambda: key in _entries(conn), "the worker's fill")

@@ -98,7 +98,7 @@ def _call_the_api(banner: str, port: int) -> None:
     r = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert r.status_code == 200, r.text
     assert len(r.json()) == 5 and {"id", "status", "amount", "currency"} == set(r.json()[0])
-    # The leaderboard cache worker runs: a week the views cannot page is ranked live (not cacheable:
+    # The answer cache worker runs: a week the views cannot page is ranked live (not cacheable:
     # max-age=0) and its key sent; once the worker filled it, the same call reads the cache.
     today = dt.datetime.now(dt.UTC).date()
     week = f"http://127.0.0.1:{port}/rpc/agent_leaderboard?from={today - dt.timedelta(days=8)}&to={today - dt.timedelta(days=1)}"

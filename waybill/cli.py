@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_dispatcher)
 
     p = sub.add_parser(
-        "metrics-cache", help="the leaderboard cache worker: fills cache misses (waybill/metrics_cache.py)"
+        "metrics-cache", help="the answer cache worker: fills cache misses (waybill/metrics_cache.py)"
     )
     p.set_defaults(func=cmd_metrics_cache)
 

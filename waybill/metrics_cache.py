@@ -1,8 +1,8 @@
-"""`waybill metrics-cache`: the worker that fills the leaderboard cache (sql/325).
+"""`waybill metrics-cache`: the worker that fills the answer cache (sql/325).
 
 A leaderboard request the views cannot page answers live when its ranking is not cached, and sends
 its key on NOTIFY (a GET runs in a read-only transaction: it cannot write). This worker LISTENs and
-calls `metrics.fill_leaderboard_cache(key)` for each key, one fill at a time. SQL decides the rest
+calls `metrics.fill_answer_cache(key)` for each key, one fill at a time. SQL decides the rest
 (the key's validity, whether an entry is still valid, the TTL, the size bound) and says whether it
 filled. Keys that arrive during a fill wait, each once; beyond `max_pending` they are dropped and
 counted (the next miss sends the key again). A notification lost while the LISTEN connection was
@@ -96,7 +96,7 @@ class CacheWorker:
 
     async def run(self) -> int:
         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
-            channel = (await (await conn.execute("select metrics.leaderboard_cache_channel()")).fetchone())[0]
+            channel = (await (await conn.execute("select metrics.answer_cache_channel()")).fetchone())[0]
         self.listener = _MissListener(self.url, channel, self.on_notify, task_name="metrics-cache-listener")
         self.listener.start()
         try:
@@ -133,9 +133,7 @@ class CacheWorker:
             key = next(iter(self.pending))
             started = time.perf_counter()
             try:
-                row = await (
-                    await conn.execute("select metrics.fill_leaderboard_cache(%s)", [key])
-                ).fetchone()
+                row = await (await conn.execute("select metrics.fill_answer_cache(%s)", [key])).fetchone()
             except psycopg.OperationalError:
                 raise  # the connection: keep the key, open again
             except psycopg.Error as exc:  # a bad key (anyone may NOTIFY) or a cancelled fill

@@ -92,7 +92,7 @@ class Stack:
         return front
 
     def start_metrics_cache(self, owner_url: str) -> subprocess.Popen:
-        """The leaderboard cache worker (waybill/metrics_cache.py), as the metrics_cache role."""
+        """The answer cache worker (waybill/metrics_cache.py), as the metrics_cache role."""
         db_url, db_env = role_login(
             self.settings,
             self.cluster,
