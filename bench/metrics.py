@@ -159,7 +159,6 @@ def targets(url: str) -> dict[str, tuple[str, str]]:
     return {
         "health_db": ("/rpc/health_db", None),
         "agent_metrics": (f"/rpc/agent_metrics?agent_id={busy}", "admin"),
-        "agent_leaderboard": ("/rpc/agent_leaderboard?sort_by=on_time_rate&page=3", "admin"),
         **cached,  # read from the answer cache (sql/325), as the worker keeps it
         # the same answered as on a miss: the cache empty, every request computed
         **{f"{name}_live": plan for name, plan in cached.items()},
@@ -172,8 +171,9 @@ def targets(url: str) -> dict[str, tuple[str, str]]:
 
 
 def answer_cache_shapes(frm: dt.date, to: dt.date, zip_code: str) -> dict[str, tuple[str, str]]:
-    """The requests the answer cache serves: leaderboards the view cannot page, SLA summaries."""
+    """The requests the answer cache serves (0026): every leaderboard, SLA summaries but an agent's."""
     return {
+        "agent_leaderboard": ("/rpc/agent_leaderboard?sort_by=on_time_rate&page=3", "admin"),
         "agent_leaderboard_zip": (f"/rpc/agent_leaderboard?zip_code={zip_code}", "admin"),
         "agent_leaderboard_week": (f"/rpc/agent_leaderboard?from={frm}&to={to}", "admin"),
         "agent_leaderboard_week_zip": (

@@ -344,3 +344,20 @@ select h.id, h.assignment_id, h.order_id, h.from_status, h.to_status, h.created_
 select count(*)
   from core.shipping_assignments a
  where a.agent_id = $1 and a.status in ('ACCEPTED', 'PICKED_UP', 'IN_TRANSIT') and a.sla_due_at < $2;
+
+-- name: metrics_answer_cache_entry
+-- serves: agent_leaderboard and sla_summary: the request's cached answer, one probe of its key (0026)
+-- expect: answer_cache_key_key
+-- params: select e.key, now(), e.source_as_of from metrics.answer_cache e order by e.total desc, e.id limit 1
+select e.id, e.as_of, e.expires_at, e.total
+  from metrics.answer_cache e
+ where e.key = $1 and e.expires_at > $2 and e.source_as_of is not distinct from $3;
+
+-- name: metrics_answer_cache_page
+-- serves: agent_leaderboard from the answer cache: page n of the ranking, one range of the items'
+-- primary key (0026; here page 6 of 20)
+-- expect: answer_cache_items_pkey
+-- params: select e.id, 100::bigint, 120::bigint from metrics.answer_cache e order by e.total desc, e.id limit 1
+select json_agg(i.item order by i.ordinal)
+  from metrics.answer_cache_items i
+ where i.entry_id = $1 and i.ordinal > $2 and i.ordinal <= $3;

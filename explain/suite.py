@@ -352,6 +352,33 @@ set constraints all immediate;
 """
 
 
+ANSWER_CACHE_SQL = """
+-- The answer cache (0026) as a day of admin use leaves it: the leaderboard of each standard window
+-- by two sorts, ten past weeks, and every zip code's SLA summary over each standard window and the
+-- twelve past weeks, filled as the cache worker fills misses.
+select count(*) filter (where metrics.fill_answer_cache(k.key))
+  from (select metrics.leaderboard_cache_key(w.d_from, w.d_to, null, s.sort_by, 'desc', 5) as key
+          from metrics.windows(metrics.utc_day(now())) w, (values ('deliveries'), ('on_time_rate')) s (sort_by)
+        union all
+        select metrics.leaderboard_cache_key(metrics.utc_day(now()) - 7 * g, metrics.utc_day(now()) - 7 * g + 7,
+                                             null, 'deliveries', 'desc', 5)
+          from generate_series(1, 10) g
+        union all
+        select metrics.sla_summary_cache_key(p.d_from, p.d_to, z.zip_code)
+          from (select w.d_from, w.d_to from metrics.windows(metrics.utc_day(now())) w
+                union all
+                select metrics.utc_day(now()) - 7 * g, metrics.utc_day(now()) - 7 * g + 7
+                  from generate_series(1, 12) g) p,
+               (select distinct a.zip_code from metrics.zip_agents a) z) k
+"""
+
+
+def answer_cache(cur: ClientCursor) -> None:
+    """Fill the answer cache (see ANSWER_CACHE_SQL)."""
+    filled = cur.execute(ANSWER_CACHE_SQL).fetchone()[0]
+    print(f"answer cache: {filled:,} answers", flush=True)
+
+
 def webhook_outbox(cur: ClientCursor, events: int) -> None:
     """Fill the webhook outbox (see WEBHOOK_OUTBOX_SQL) in one transaction."""
     cur.execute("begin")
@@ -441,6 +468,8 @@ def run_suite(url: str, args: argparse.Namespace) -> int:
         if not args.no_seed:
             print(f"webhook outbox: {args.webhook_events:,} events ...", flush=True)
             webhook_outbox(cur, args.webhook_events)
+            print("answer cache ...", flush=True)
+            answer_cache(cur)
         print("analyze ..." if args.no_vacuum else "vacuum (analyze) ...", flush=True)
         cur.execute("analyze" if args.no_vacuum else "vacuum (analyze)")
         t_vacuum = time.perf_counter()
