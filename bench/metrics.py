@@ -7,8 +7,9 @@
 3. Starts gateway/ (secret passed by environment, never argv) and measures each endpoint:
    latency P50/P95/P99 at 1 client (--requests sequential requests, after a warm-up, each followed by
    a GET /rpc/health_db on a second connection so that both see the same load), and requests/s
-   at --clients concurrent clients (keep-alive, asyncio) for --seconds, interleaved with
-   GET /rpc/health_db so that the ratio endpoint ÷ health_db is taken under the same load.
+   at --clients concurrent clients (keep-alive, asyncio) for --seconds, each endpoint right after
+   GET /rpc/health_db for as long: the ratio endpoint ÷ health_db is the median over --rounds of
+   these pairs, each taken under the same few seconds' load.
 4. The rollup triggers' extra backend CPU per transition: --transitions accept/pick-up/transit/deliver
    steps on one connection with the _500_metrics_rollup* triggers enabled and disabled, alternating
    batches, CPU of the server backend from /proc.
@@ -228,8 +229,10 @@ class AnswerCache:
         with psycopg.connect(self.url, autocommit=True) as conn:
             if name in self.keys:
                 conn.execute("select metrics.fill_answer_cache(%s)", [self.keys[name]])
-            elif name.endswith("_live"):
-                conn.execute("delete from metrics.answer_cache")
+            elif name.endswith("_live"):  # only this request's entry: the others stay (no churn)
+                conn.execute(
+                    "delete from metrics.answer_cache where key = %s", [self.keys[name.removesuffix("_live")]]
+                )
 
 
 # -- HTTP -----------------------------------------------------------------------------------------
@@ -325,16 +328,23 @@ def http_bench(cluster, db: str, args: argparse.Namespace) -> dict:
             log(f"{name:<26} 1 client: p50 {results[name]['p50_ms']:.2f}  p95 {results[name]['p95_ms']:.2f}"
                 f"  p99 {results[name]['p99_ms']:.2f} ms (health_db interleaved: p50 {pctl(ref, 0.5):.2f}"
                 f"  p95 {pctl(ref, 0.95):.2f})")  # fmt: skip
+        health = plan["health_db"]
         for rnd in range(args.rounds):
             for name, (target, role) in plan.items():
+                if name == "health_db":
+                    continue
+                # paired: health_db right before the endpoint, so that the ratio compares two slots
+                # of the same few seconds (the host's load drifts from one endpoint to the next)
+                base = asyncio.run(throughput(port, blocks, *health, args.clients, args.seconds))
+                results["health_db"].setdefault("rps_runs", []).append(base)
                 cache.prepare(name)
                 rps = asyncio.run(throughput(port, blocks, target, role, args.clients, args.seconds))
                 results[name].setdefault("rps_runs", []).append(rps)
+                results[name].setdefault("ratio_runs", []).append(rps / base)
             log(f"throughput round {rnd + 1}/{args.rounds} done")
-    base = statistics.median(results["health_db"]["rps_runs"])
     for r in results.values():
         r["rps"] = statistics.median(r["rps_runs"])
-        r["ratio_to_health_db"] = r["rps"] / base
+        r["ratio_to_health_db"] = statistics.median(r.get("ratio_runs", [1.0]))
     return results
 
 
