@@ -11,12 +11,12 @@ webhooks.* functions granted to it:
 
 from __future__ import annotations
 
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dispatcher.daemon import Config
 from dispatcher.guard import parse_allowlist
+from waybill.auth import daemon_url
 
 
 class DispatcherSettings(BaseSettings):
@@ -46,21 +46,7 @@ class DispatcherSettings(BaseSettings):
 
 def dispatcher_url(owner_url: str | None, s: DispatcherSettings, socket_url: str | None) -> str:
     """The dispatcher role's connection string (see the module docstring for the order)."""
-    if s.dispatcher_database_url:
-        params = conninfo_to_dict(s.dispatcher_database_url)
-    elif owner_url:
-        if not s.dispatcher_password:
-            raise ValueError(
-                "with DATABASE_URL, set WAYBILL_DISPATCHER_PASSWORD (the dispatcher role's password)"
-            )
-        params = conninfo_to_dict(owner_url) | {"user": "dispatcher"}
-    elif socket_url:
-        params = conninfo_to_dict(socket_url)
-    else:
-        raise ValueError("no database: set WAYBILL_DISPATCHER_DATABASE_URL or DATABASE_URL")
-    if s.dispatcher_password and "password" not in params:
-        params["password"] = s.dispatcher_password
-    return make_conninfo(**params)
+    return daemon_url("dispatcher", s.dispatcher_database_url, s.dispatcher_password, owner_url, socket_url)
 
 
 def build_config(db_url: str, s: DispatcherSettings, **overrides: object) -> Config:

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import psycopg
@@ -24,6 +23,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from tests import metrics_oracle as o
 from tests.concurrency import WON, Contenders
+from tests.dispatcher.helpers import wait_until
 from tests.factories import one
 from waybill.cluster import Cluster
 from waybill.errors import error_code
@@ -327,17 +327,6 @@ def test_fills_and_reads_race_without_loss_doubling_or_a_torn_page(seeded: str) 
         contenders.close()
 
 
-def _wait(predicate, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_the_worker_fills_misses_shrugs_off_bad_keys_and_stops_cleanly(cluster: Cluster, seeded: str) -> None:
     name = conninfo_to_dict(seeded)["dbname"]
     env = dict(
@@ -353,11 +342,11 @@ def test_the_worker_fills_misses_shrugs_off_bad_keys_and_stops_cleanly(cluster: 
             listening = (
                 "select count(*) from pg_stat_activity where usename = 'metrics_cache' and datname = %s"
             )
-            _wait(lambda: one(conn, listening, [name])[0] >= 2, "the worker's two connections")
+            wait_until(lambda: one(conn, listening, [name])[0] >= 2, what="the worker's two connections")
             channel = one(conn, "select metrics.answer_cache_channel()")[0]
             conn.execute("select pg_notify(%s, 'not a key')", [channel])  # anyone may NOTIFY
             live, key = _miss_key(conn, **WEEK, sort_by="success_rate", min_deliveries="1")
-            _wait(lambda: key in _entries(conn), "the worker's fill")
+            wait_until(lambda: key in _entries(conn), what="the worker's fill")
             hit = o.call(conn, "agent_leaderboard", **WEEK, sort_by="success_rate", min_deliveries="1")[0]
             assert (hit["total"], hit["items"]) == (live["total"], live["items"])
             assert hit["asOf"] != live["asOf"], "as of the fill, not of the live answer"

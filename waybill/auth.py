@@ -72,6 +72,29 @@ def role_login(
     return make_conninfo(**params), {"PGPASSWORD": password}
 
 
+def daemon_url(
+    role: str, own_url: str | None, password: str | None, owner_url: str | None, socket_url: str | None
+) -> str:
+    """A daemon's login URL (dispatcher, metrics_cache), first found of: `own_url`
+    (WAYBILL_<ROLE>_DATABASE_URL); the owner's server (DATABASE_URL) as `role`, which then needs
+    `password` (WAYBILL_<ROLE>_PASSWORD); the embedded cluster's socket. A `password` given is added
+    to a URL without one."""
+    variable = f"WAYBILL_{role.upper()}"
+    if own_url:
+        params = conninfo_to_dict(own_url)
+    elif owner_url:
+        if not password:
+            raise ValueError(f"with DATABASE_URL, set {variable}_PASSWORD (the {role} role's password)")
+        params = conninfo_to_dict(owner_url) | {"user": role}
+    elif socket_url:
+        params = conninfo_to_dict(socket_url)
+    else:
+        raise ValueError(f"no database: set {variable}_DATABASE_URL or DATABASE_URL")
+    if password and "password" not in params:
+        params["password"] = password
+    return make_conninfo(**params)
+
+
 def check_ttl(ttl_seconds: int) -> int:
     """A token lifetime `waybill token` accepts: 1 s to MAX_TTL."""
     if not 0 < ttl_seconds <= MAX_TTL:

@@ -22,9 +22,9 @@ import signal
 import time
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from waybill.auth import daemon_url
 from waybill.errors import error_code
 from waybill.listen import Listener
 from waybill.log import get_logger
@@ -43,21 +43,7 @@ class MetricsCacheSettings(BaseSettings):
 
 def worker_url(owner_url: str | None, s: MetricsCacheSettings, socket_url: str | None) -> str:
     """The metrics_cache role's connection string (the module docstring gives the order)."""
-    if s.metrics_cache_database_url:
-        params = conninfo_to_dict(s.metrics_cache_database_url)
-    elif owner_url:
-        if not s.metrics_cache_password:
-            raise ValueError(
-                "with DATABASE_URL, set WAYBILL_METRICS_CACHE_PASSWORD (the metrics_cache role's password)"
-            )
-        params = conninfo_to_dict(owner_url) | {"user": ROLE}
-    elif socket_url:
-        params = conninfo_to_dict(socket_url)
-    else:
-        raise ValueError("no database: set WAYBILL_METRICS_CACHE_DATABASE_URL or DATABASE_URL")
-    if s.metrics_cache_password and "password" not in params:
-        params["password"] = s.metrics_cache_password
-    return make_conninfo(**params)
+    return daemon_url(ROLE, s.metrics_cache_database_url, s.metrics_cache_password, owner_url, socket_url)
 
 
 class _MissListener(Listener):

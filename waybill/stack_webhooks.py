@@ -87,6 +87,11 @@ class DemoWebhooks:
             with os.fdopen(fd, "w") as f:
                 f.write(secret + "\n")
 
+    def dispatcher_login(self, owner_url: str) -> tuple[str, dict[str, str]]:
+        """How the dispatcher logs in (waybill.auth.role_login; bench/load starts it this way too)."""
+        password = os.environ.get("WAYBILL_DISPATCHER_PASSWORD")
+        return role_login(self.settings, self.cluster, owner_url, "dispatcher", password)
+
     def start(self, owner_url: str) -> list[subprocess.Popen]:
         """Start the receiver and the dispatcher; return them for the stack to stop."""
         self.ensure_subscription(owner_url)
@@ -95,13 +100,7 @@ class DemoWebhooks:
             [sys.executable, "-m", "waybill", "receiver", "--host", RECEIVER_HOST, "--port", str(self.receiver_port)],
             env=dict(os.environ, WAYBILL_RECEIVER_SECRET_FILE=str(self.secret_file)),
         )  # fmt: skip
-        db_url, db_env = role_login(
-            self.settings,
-            self.cluster,
-            owner_url,
-            "dispatcher",
-            os.environ.get("WAYBILL_DISPATCHER_PASSWORD"),
-        )
+        db_url, db_env = self.dispatcher_login(owner_url)
         dispatcher = process.start(
             [sys.executable, "-m", "waybill", "dispatcher", "--name", "make-run", "--status-port", str(self.status_port)],
             env=dict(
