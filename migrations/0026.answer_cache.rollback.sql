@@ -1,5 +1,5 @@
 -- Undo 0026: api.agent_leaderboard and api.sla_summary compute every answer per request again (their
--- 0025 and 0023 texts), and the cache, its functions, metrics.leaderboard_page and
+-- 0025 and 0023 texts), api.health_metrics no longer shows the cache (its 0008 text), and the cache, its functions, metrics.leaderboard_page and
 -- metrics.sla_summary_answer go. The metrics_cache role stays: roles are cluster-wide, other
 -- databases of the cluster may use it.
 -- squawk: nothing reads the tables or functions dropped once the two endpoints are restored.
@@ -381,6 +381,49 @@ begin
 end
 $$;
 
+create or replace function api.health_metrics()
+returns json
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+-- Each view's as-of, age and last refresh duration; each pg_cron job's last run and status (when
+-- pg_cron lives in this database).
+declare
+    v_jobs json;
+    v_cron boolean := exists (select 1 from pg_catalog.pg_extension e where e.extname = 'pg_cron')
+                      and pg_catalog.has_schema_privilege('cron', 'USAGE');
+begin
+    if v_cron then
+        execute $q$
+            select coalesce(json_agg(json_build_object(
+                       'view', v.name, 'jobName', v.cron_job, 'schedule', j.schedule, 'active', j.active,
+                       'lastRunStart', r.start_time, 'lastRunEnd', r.end_time, 'lastStatus', r.status,
+                       'lastMessage', r.return_message) order by v.name), '[]')
+              from metrics.views v
+              left join cron.job j on j.jobname = v.cron_job
+              left join lateral (select d.start_time, d.end_time, d.status, d.return_message
+                                   from cron.job_run_details d where d.jobid = j.jobid
+                                  order by d.start_time desc nulls last limit 1) r on true
+        $q$ into v_jobs;
+    end if;
+    return json_build_object(
+        'asOf', now(),
+        'cron', json_build_object('installed', v_cron, 'jobs', v_jobs),
+        'views', (select json_agg(json_build_object(
+                      'view', v.name, 'ttlMinutes', v.ttl_minutes, 'cronJob', v.cron_job,
+                      'asOf', l.as_of, 'ageSeconds', round(extract(epoch from now() - l.as_of)::numeric, 1),
+                      'stale', l.as_of is null or now() - l.as_of > 2 * v.ttl_minutes * interval '1 minute',
+                      'lastDurationMs', l.duration_ms, 'lastSource', l.source,
+                      'nextRefreshSeconds', metrics.seconds_to_refresh(v.name)) order by v.name)
+                    from metrics.views v
+                    left join lateral (select * from metrics.refresh_log x where x.view_name = v.name
+                                        order by x.as_of desc limit 1) l on true));
+end
+$$;
+comment on function api.health_metrics() is $$Metrics health
+Each metrics view's as-of, age, staleness (older than twice its TTL) and last refresh duration, and each pg_cron job's schedule, last run and status.$$;
 drop function metrics.fill_answer_cache(text, bigint);
 drop function metrics.sla_summary_answer(date, date, text, bigint);
 drop function metrics.leaderboard_page(date, date, text, integer, text, text, integer, bigint, integer);

@@ -6,11 +6,12 @@
 -- whole for its view's TTL, and only while its view's as-of is the one it was computed from; the
 -- metrics cache worker (role metrics_cache, waybill/metrics_cache.py) fills it from the NOTIFY a
 -- miss sends. The endpoints' computing moves, unchanged, to metrics.leaderboard_page and
--- metrics.sla_summary_answer. docs/metrics.md "The answer cache"; docs/performance/agent-metrics.md
--- "Migration 0026".
+-- metrics.sla_summary_answer; api.health_metrics shows the cache's size and its worker's
+-- connections. docs/metrics.md "The answer cache"; docs/performance/agent-metrics.md "Migration 0026".
 -- depends: 0025.zip_agents
 -- Same text as sql/000_roles.sql (metrics_cache), sql/325_metrics_answer_cache.sql,
--- sql/835_api_metrics_leaderboard.sql and sql/840_api_metrics_sla_coverage.sql
+-- sql/830_api_metrics.sql (health_metrics), sql/835_api_metrics_leaderboard.sql and
+-- sql/840_api_metrics_sla_coverage.sql
 -- (tests/test_migrations.py proves both build the same schema).
 
 -- A deploy never hangs behind a long transaction; nothing here reads data.
@@ -701,3 +702,57 @@ begin
     return v_answer;
 end
 $$;
+
+-- health_metrics shows the answer cache (sql/830_api_metrics.sql).
+create or replace function api.health_metrics()
+returns json
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+-- Each view's as-of, age and last refresh duration; each pg_cron job's last run and status (when
+-- pg_cron lives in this database); the answer cache's size and its worker's connections.
+declare
+    v_jobs json;
+    v_cron boolean := exists (select 1 from pg_catalog.pg_extension e where e.extname = 'pg_cron')
+                      and pg_catalog.has_schema_privilege('cron', 'USAGE');
+begin
+    if v_cron then
+        execute $q$
+            select coalesce(json_agg(json_build_object(
+                       'view', v.name, 'jobName', v.cron_job, 'schedule', j.schedule, 'active', j.active,
+                       'lastRunStart', r.start_time, 'lastRunEnd', r.end_time, 'lastStatus', r.status,
+                       'lastMessage', r.return_message) order by v.name), '[]')
+              from metrics.views v
+              left join cron.job j on j.jobname = v.cron_job
+              left join lateral (select d.start_time, d.end_time, d.status, d.return_message
+                                   from cron.job_run_details d where d.jobid = j.jobid
+                                  order by d.start_time desc nulls last limit 1) r on true
+        $q$ into v_jobs;
+    end if;
+    return json_build_object(
+        'asOf', now(),
+        'cron', json_build_object('installed', v_cron, 'jobs', v_jobs),
+        'views', (select json_agg(json_build_object(
+                      'view', v.name, 'ttlMinutes', v.ttl_minutes, 'cronJob', v.cron_job,
+                      'asOf', l.as_of, 'ageSeconds', round(extract(epoch from now() - l.as_of)::numeric, 1),
+                      'stale', l.as_of is null or now() - l.as_of > 2 * v.ttl_minutes * interval '1 minute',
+                      'lastDurationMs', l.duration_ms, 'lastSource', l.source,
+                      'nextRefreshSeconds', metrics.seconds_to_refresh(v.name)) order by v.name)
+                    from metrics.views v
+                    left join lateral (select * from metrics.refresh_log x where x.view_name = v.name
+                                        order by x.as_of desc limit 1) l on true),
+        -- The answer cache (sql/325, 0026): how much it holds, and whether its worker is connected
+        -- (waybill_owner reads every session: pg_read_all_stats).
+        'answerCache', (select json_build_object(
+                            'answers', count(*), 'valid', count(*) filter (where e.expires_at > now()),
+                            'items', coalesce(sum(e.total), 0), 'bytes', coalesce(sum(e.size_bytes), 0),
+                            'workerConnections', (select count(*) from pg_catalog.pg_stat_activity a
+                                                   where a.usename = 'metrics_cache'
+                                                     and a.datname = pg_catalog.current_database()))
+                          from metrics.answer_cache e));
+end
+$$;
+comment on function api.health_metrics() is $$Metrics health
+Each metrics view's as-of, age, staleness (older than twice its TTL) and last refresh duration, each pg_cron job's schedule, last run and status, and the answer cache's size and its worker's connections.$$;

@@ -349,7 +349,7 @@ security definer
 set search_path = ''
 as $$
 -- Each view's as-of, age and last refresh duration; each pg_cron job's last run and status (when
--- pg_cron lives in this database).
+-- pg_cron lives in this database); the answer cache's size and its worker's connections.
 declare
     v_jobs json;
     v_cron boolean := exists (select 1 from pg_catalog.pg_extension e where e.extname = 'pg_cron')
@@ -379,9 +379,18 @@ begin
                       'nextRefreshSeconds', metrics.seconds_to_refresh(v.name)) order by v.name)
                     from metrics.views v
                     left join lateral (select * from metrics.refresh_log x where x.view_name = v.name
-                                        order by x.as_of desc limit 1) l on true));
+                                        order by x.as_of desc limit 1) l on true),
+        -- The answer cache (sql/325, 0026): how much it holds, and whether its worker is connected
+        -- (waybill_owner reads every session: pg_read_all_stats).
+        'answerCache', (select json_build_object(
+                            'answers', count(*), 'valid', count(*) filter (where e.expires_at > now()),
+                            'items', coalesce(sum(e.total), 0), 'bytes', coalesce(sum(e.size_bytes), 0),
+                            'workerConnections', (select count(*) from pg_catalog.pg_stat_activity a
+                                                   where a.usename = 'metrics_cache'
+                                                     and a.datname = pg_catalog.current_database()))
+                          from metrics.answer_cache e));
 end
 $$;
 comment on function api.health_metrics() is $$Metrics health
-Each metrics view's as-of, age, staleness (older than twice its TTL) and last refresh duration, and each pg_cron job's schedule, last run and status.$$;
+Each metrics view's as-of, age, staleness (older than twice its TTL) and last refresh duration, each pg_cron job's schedule, last run and status, and the answer cache's size and its worker's connections.$$;
 grant execute on function api.health_metrics() to admin, platform_admin;

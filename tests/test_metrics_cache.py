@@ -351,8 +351,14 @@ def test_the_worker_fills_misses_shrugs_off_bad_keys_and_stops_cleanly(cluster: 
             assert (hit["total"], hit["items"]) == (live["total"], live["items"])
             assert hit["asOf"] != live["asOf"], "as of the fill, not of the live answer"
             assert worker.poll() is None, "a bad key does not stop the worker"
+            health = one(conn, "select api.health_metrics()")[0]["answerCache"]
+            assert health["workerConnections"] == 2 and health["answers"] == health["valid"] == 1, health
+            assert health["items"] == live["total"] and health["bytes"] > 0, health
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=15) == 0
+        with psycopg.connect(seeded, autocommit=True) as conn:
+            health = lambda: one(conn, "select api.health_metrics()")[0]["answerCache"]  # noqa: E731
+            wait_until(lambda: health()["workerConnections"] == 0, what="the worker's connections closed")
         events = [json.loads(line) for line in worker.stderr.read().splitlines() if line.startswith("{")]
         names = [e["event"] for e in events]
         assert "metrics_cache_fill_failed" in names and "metrics_cache_fill_succeeded" in names, names
