@@ -328,6 +328,8 @@ def test_fills_and_reads_race_without_loss_doubling_or_a_torn_page(seeded: str) 
 
 
 def test_the_worker_fills_misses_shrugs_off_bad_keys_and_stops_cleanly(cluster: Cluster, seeded: str) -> None:
+    """A garbage NOTIFY and a cancelled fill are logged and dropped (never retried in a loop); the
+    next miss is filled; SIGTERM exits 0 and closes both connections."""
     name = conninfo_to_dict(seeded)["dbname"]
     env = dict(
         os.environ,
@@ -345,6 +347,21 @@ def test_the_worker_fills_misses_shrugs_off_bad_keys_and_stops_cleanly(cluster: 
             wait_until(lambda: one(conn, listening, [name])[0] >= 2, what="the worker's two connections")
             channel = one(conn, "select metrics.answer_cache_channel()")[0]
             conn.execute("select pg_notify(%s, 'not a key')", [channel])  # anyone may NOTIFY
+            # a fill cancelled while it waits for the fill lock (as statement_timeout would cancel it)
+            with psycopg.connect(seeded) as holder:
+                holder.execute(
+                    "select pg_advisory_xact_lock(hashtextextended('metrics.fill_answer_cache', 0))"
+                )
+                _, cancelled_key = _miss_key(conn, **WEEK, sort_by="on_time_rate", min_deliveries="1")
+                waiting = (
+                    "select pid from pg_stat_activity where usename = 'metrics_cache' and datname = %s"
+                    " and wait_event_type = 'Lock' and query like '%%fill_answer_cache%%'"
+                )
+                pid = wait_until(
+                    lambda: (conn.execute(waiting, [name]).fetchone() or [None])[0], what="the blocked fill"
+                )
+                assert one(conn, "select pg_cancel_backend(%s)", [pid])[0]
+                holder.rollback()
             live, key = _miss_key(conn, **WEEK, sort_by="success_rate", min_deliveries="1")
             wait_until(lambda: key in _entries(conn), what="the worker's fill")
             hit = o.call(conn, "agent_leaderboard", **WEEK, sort_by="success_rate", min_deliveries="1")[0]
@@ -362,8 +379,13 @@ def test_the_worker_fills_misses_shrugs_off_bad_keys_and_stops_cleanly(cluster: 
         events = [json.loads(line) for line in worker.stderr.read().splitlines() if line.startswith("{")]
         names = [e["event"] for e in events]
         assert "metrics_cache_fill_failed" in names and "metrics_cache_fill_succeeded" in names, names
-        failed = next(e for e in events if e["event"] == "metrics_cache_fill_failed")
-        assert failed["error_code"] == "INVALID_ARGUMENT" and failed["service"] == "metrics-cache"
+        failed = [e for e in events if e["event"] == "metrics_cache_fill_failed"]
+        assert [(e["error_code"], e["service"]) for e in failed] == [
+            ("INVALID_ARGUMENT", "metrics-cache"),
+            ("STATEMENT_TIMEOUT", "metrics-cache"),
+        ], failed
+        assert failed[1]["key"] == cancelled_key and "metrics_cache_db_failed" not in names, names
+        assert names.count("metrics_cache_fill_succeeded") == 1, "the cancelled key was not filled again"
     finally:
         if worker.poll() is None:
             worker.kill()

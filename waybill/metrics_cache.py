@@ -1,12 +1,14 @@
 """`waybill metrics-cache`: the worker that fills the answer cache (sql/325).
 
-A leaderboard request the views cannot page answers live when its ranking is not cached, and sends
-its key on NOTIFY (a GET runs in a read-only transaction: it cannot write). This worker LISTENs and
+A leaderboard or SLA summary request whose answer is not cached answers as it did before the cache,
+and sends its key on NOTIFY (a GET runs in a read-only transaction: it cannot write). This worker LISTENs and
 calls `metrics.fill_answer_cache(key)` for each key, one fill at a time. SQL decides the rest
 (the key's validity, whether an entry is still valid, the TTL, the size bound) and says whether it
 filled. Keys that arrive during a fill wait, each once; beyond `max_pending` they are dropped and
-counted (the next miss sends the key again). A notification lost while the LISTEN connection was
-down costs one more live answer, nothing else, so there is nothing to rescan.
+counted (the next miss sends the key again). A fill that fails — a bad key, or one cancelled
+(statement_timeout, an operator's pg_cancel_backend) — is dropped, not retried: its next miss
+asks again. Only a lost connection keeps the key and re-opens. A notification lost while the LISTEN
+connection was down costs one more computed answer, nothing else, so there is nothing to rescan.
 
 Login: the `metrics_cache` role (sql/000_roles.sql), which may only fill this cache:
 - WAYBILL_METRICS_CACHE_DATABASE_URL, a full URL as `metrics_cache` (password inside, or in
@@ -61,7 +63,6 @@ class CacheWorker:
         self.pending: dict[str, None] = {}  # insertion-ordered set: each key waits once
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
-        self.ready = asyncio.Event()  # listening, and the fill connection is open
         self.filled = self.skipped = self.failed = self.dropped = 0
         self.listener: _MissListener | None = None
         self.log = get_logger()
@@ -90,11 +91,9 @@ class CacheWorker:
                 try:
                     async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
                         await self.listener.connected.wait()
-                        self.ready.set()
                         self.log.info("metrics_cache_worker_started", channel=channel)
                         await self._fill_loop(conn)
                 except psycopg.OperationalError as exc:  # the server went away: open again
-                    self.ready.clear()
                     self.log.warning(
                         "metrics_cache_db_failed", error=str(exc), retry_in_s=self.reconnect_seconds
                     )
@@ -120,16 +119,22 @@ class CacheWorker:
             started = time.perf_counter()
             try:
                 row = await (await conn.execute("select metrics.fill_answer_cache(%s)", [key])).fetchone()
+            except psycopg.errors.QueryCanceled as exc:  # an OperationalError too: dropped, not retried
+                failure = exc
             except psycopg.OperationalError:
                 raise  # the connection: keep the key, open again
-            except psycopg.Error as exc:  # a bad key (anyone may NOTIFY) or a cancelled fill
+            except psycopg.Error as exc:  # a bad key (anyone may NOTIFY)
+                failure = exc
+            else:
+                failure = None
+            if failure is not None:
                 self.pending.pop(key, None)
                 self.failed += 1
                 self.log.warning(
                     "metrics_cache_fill_failed",
                     key=key[:200],
-                    error=str(exc).splitlines()[0],
-                    error_code=error_code(exc),
+                    error=str(failure).splitlines()[0],
+                    error_code=error_code(failure),
                     duration_ms=round((time.perf_counter() - started) * 1000, 3),
                 )
                 continue
