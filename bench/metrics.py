@@ -201,7 +201,7 @@ def sql_call(target: str) -> tuple[str, list[str]]:
 
 class AnswerCache:
     """Puts the answer cache in the state a shape is measured in: its entry filled (as the
-    worker would, from the key its miss sends) or every entry gone (`_live`: each request a miss)."""
+    worker would, from the key its miss sends) or its entry deleted (`_live`: each request a miss)."""
 
     def __init__(self, url: str, plan: dict[str, tuple[str, str | None]]) -> None:
         self.url = url
