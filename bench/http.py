@@ -850,7 +850,7 @@ def run(
         noop = stack.enter_context(
             _server(
                 ["-m", "bench.http", "--serve-noop", str(ports["noop"]), "--noop-loop", noop_loop],
-                f"http://{HOST}:{ports['noop']}/",
+                f"http://{HOST}:{ports['noop']}/noop-ready",  # a path the gateway answers 404
                 logdir / "noop.log",
             )
         )

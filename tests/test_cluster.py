@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psycopg
 
-from waybill.cluster import Cluster
+from waybill.cluster import Cluster, free_port, port_is_free
 
 
 def _postmaster_pids(pgdata: Path) -> list[str]:
@@ -72,3 +72,11 @@ def test_start_is_idempotent_and_stop_leaves_nothing() -> None:
         c.destroy()
     assert _postmaster_pids(c.pgdata) == []
     assert not c.data_dir.exists()
+
+
+def test_free_port_never_hands_out_a_port_twice() -> None:
+    """Ports picked before any server binds them are all different (the kernel alone may give
+    bind(0) the same port again once the probing socket is closed), and each is free now."""
+    ports = [free_port() for _ in range(500)]
+    assert len(set(ports)) == len(ports)
+    assert all(port_is_free(p) for p in ports[-20:])

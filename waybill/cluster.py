@@ -22,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,10 +105,25 @@ def ensure_packages(pg_bin: Path) -> None:
         raise ClusterError(f"packages still missing after apt-get: {' '.join(still)}")
 
 
+_HANDED_OUT: set[int] = set()
+_HANDED_OUT_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port of 127.0.0.1 that nothing is bound to now and that this process never handed out
+    before. Callers pick several ports before any server binds one (a gateway's port and admin
+    port, then a no-op app's), and the kernel may give bind(0) a port it gave a moment ago once that
+    socket is closed: the second server would then fail to bind while its readiness check reached
+    the first (CI saw a bench's no-op requests answered by its gateway)."""
+    with _HANDED_OUT_LOCK:
+        for _ in range(1000):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
+    raise RuntimeError("no free port this process has not handed out already")
 
 
 def port_is_free(port: int) -> bool:
