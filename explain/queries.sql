@@ -319,23 +319,36 @@ select z.zip_code, sum(z.delivered), sum(z.on_time)
  group by z.zip_code;
 
 -- name: metrics_coverage_page
--- serves: geographic_coverage?page=n: one page in the answer's order, uncovered zip codes first (0016)
+-- serves: geographic_coverage?page=n: one page in the answer's order, uncovered zip codes first (0016;
+-- the page size a parameter too since 0027: the function runs its generic plan, planned once)
 -- expect: geographic_coverage_uncovered_demand_zip_code_idx
--- params: select 20
+-- params: select 20, 20
 select g.zip_code, g.uncovered, g.active_agents, g.demand, g.delivered, g.on_time, g.open_offers, g.oldest_offer_at
   from metrics.geographic_coverage g
  order by g.uncovered desc, g.demand desc, g.zip_code
- offset $1 limit 20;
+ offset $1 limit $2;
 
 -- name: metrics_activity_keyset
--- serves: agent_activity?before=<cursor>: the next page of an agent's history after a cursor
+-- serves: agent_activity?before=<cursor>: the next page of an agent's history after a cursor (0027:
+-- one statement for every page, planned once per session: offset and page size are parameters)
 -- expect: assignment_status_history_agent_id_created_at_idx
--- params: select p.agent_id, p.t_to - interval '30 days', 2147483647 from explain_params p where p.k = 'busiest_agent'
+-- params: select p.agent_id, p.t_to - interval '30 days', 2147483647, 0, 20 from explain_params p where p.k = 'busiest_agent'
 select h.id, h.assignment_id, h.order_id, h.from_status, h.to_status, h.created_at
   from core.assignment_status_history h
  where h.agent_id = $1 and (h.created_at, h.id) < ($2, $3)
  order by h.created_at desc, h.id desc
- limit 20;
+ offset $4 limit $5;
+
+-- name: metrics_activity_page
+-- serves: agent_activity?page=n: the same statement without a cursor (one past the newest row) at an
+-- offset (0027)
+-- expect: assignment_status_history_agent_id_created_at_idx
+-- params: select p.agent_id, 'infinity'::timestamptz, 9223372036854775807, 100, 20 from explain_params p where p.k = 'busiest_agent'
+select h.id, h.assignment_id, h.order_id, h.from_status, h.to_status, h.created_at
+  from core.assignment_status_history h
+ where h.agent_id = $1 and (h.created_at, h.id) < ($2, $3)
+ order by h.created_at desc, h.id desc
+ offset $4 limit $5;
 
 -- name: metrics_agent_open_past_due
 -- serves: agent_metrics and sla_summary?agent_id: the agent's open assignments past their SLA

@@ -8,44 +8,61 @@
 -- GET /rpc/geographic_coverage?zip_code&page&page_size
 -- -------------------------------------------------------------------------------------------------
 
+create function metrics.coverage_item(p_row metrics.geographic_coverage, p_as_of timestamptz)
+returns json
+language sql
+stable
+as $$
+    select json_build_object('zipCode', p_row.zip_code, 'uncovered', p_row.uncovered, 'activeAgents', p_row.active_agents,
+                             'demand', p_row.demand, 'deliveries', p_row.delivered, 'onTime', p_row.on_time,
+                             'onTimeRate', metrics.rate(p_row.on_time, p_row.delivered),
+                             'openOffers', p_row.open_offers,
+                             'oldestOfferMinutes', round((extract(epoch from p_as_of - p_row.oldest_offer_at) / 60)::numeric, 1))
+$$;
+comment on function metrics.coverage_item(metrics.geographic_coverage, timestamptz) is 'One zip code of the coverage answer as JSON (the oldest offer''s age as of p_as_of).';
+grant execute on function metrics.coverage_item(metrics.geographic_coverage, timestamptz) to admin, platform_admin;
+
 create function api.geographic_coverage(zip_code text default null, page text default null, page_size text default null)
 returns json
 language plpgsql
 stable
 set search_path = ''
+set plan_cache_mode = force_generic_plan
 as $$
+-- Planned once per session (0027): one statement per filter, each with the plan every call wants (a
+-- range of the page-order index; the zip code's unique-index probe). "zip is null or zip_code = …"
+-- in one statement had no good generic plan, and PL/pgSQL planned it again on every call: 0.29 ms
+-- of backend time per call, 0.19 ms since (docs/performance/agent-metrics.md "Migration 0027").
 declare
     v_zip text := metrics.parse_zip(geographic_coverage.zip_code);
     v_page integer := metrics.parse_int(geographic_coverage.page, 1, 1, 1000000, 'METRICS_INVALID_PAGE');
     v_limit integer := metrics.parse_int(geographic_coverage.page_size, 20, 1, 100, 'METRICS_INVALID_LIMIT');
     v_as_of timestamptz := metrics.as_of('geographic_coverage');
-    v_result json;
+    v_items json;
+    v_total bigint;
 begin
     perform metrics.set_cache_control(metrics.seconds_to_refresh('geographic_coverage'));
-    -- the page: a range of the page-order index; every row shares the window (d_from, d_to)
-    with page as (
-        select g.* from metrics.geographic_coverage g
-         where v_zip is null or g.zip_code = v_zip
-         order by g.uncovered desc, g.demand desc, g.zip_code
-         offset (v_page - 1)::bigint * v_limit limit v_limit
-    )
-    select json_build_object(
-               'asOf', v_as_of,
-               'from', (select g.d_from from metrics.geographic_coverage g limit 1),
-               'to', (select g.d_to from metrics.geographic_coverage g limit 1),
-               'page', v_page, 'limit', v_limit,
-               'total', (select count(*) from metrics.geographic_coverage g where v_zip is null or g.zip_code = v_zip),
-               'items', coalesce((
-                   select json_agg(json_build_object(
-                              'zipCode', p.zip_code, 'uncovered', p.uncovered, 'activeAgents', p.active_agents,
-                              'demand', p.demand, 'deliveries', p.delivered, 'onTime', p.on_time,
-                              'onTimeRate', metrics.rate(p.on_time, p.delivered),
-                              'openOffers', p.open_offers,
-                              'oldestOfferMinutes', round((extract(epoch from v_as_of - p.oldest_offer_at) / 60)::numeric, 1))
-                          order by p.uncovered desc, p.demand desc, p.zip_code)
-                     from page p), '[]'))
-      into v_result;
-    return v_result;
+    if v_zip is null then
+        select json_agg(metrics.coverage_item(p, v_as_of) order by p.uncovered desc, p.demand desc, p.zip_code)
+          into v_items
+          from (select g.* from metrics.geographic_coverage g
+                 order by g.uncovered desc, g.demand desc, g.zip_code
+                offset (v_page - 1)::bigint * v_limit limit v_limit) p;
+        select count(*) into v_total from metrics.geographic_coverage g;
+    else
+        -- at most one row: on page 1 (a later page of one row is empty, as any page past the end)
+        select json_agg(metrics.coverage_item(g, v_as_of)), count(*) into v_items, v_total
+          from metrics.geographic_coverage g where g.zip_code = v_zip;
+        if v_page > 1 then
+            v_items := null;
+        end if;
+    end if;
+    -- every row shares the window (d_from, d_to)
+    return json_build_object(
+        'asOf', v_as_of,
+        'from', (select g.d_from from metrics.geographic_coverage g limit 1),
+        'to', (select g.d_to from metrics.geographic_coverage g limit 1),
+        'page', v_page, 'limit', v_limit, 'total', v_total, 'items', coalesce(v_items, '[]'));
 end
 $$;
 comment on function api.geographic_coverage(text, text, text) is $$Geographic coverage
