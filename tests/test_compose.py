@@ -150,6 +150,25 @@ def conf_settings(path: Path) -> dict[str, str]:
     return settings
 
 
+def seconds(duration: str) -> float:
+    """A compose duration (`30s`, `1m30s`, `500ms`) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|us|m|s)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, f"not a duration: {duration!r}"
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def copied_sources(path: Path) -> set[str]:
+    """What a Dockerfile copies from its build context (trailing slashes dropped)."""
+    out = set()
+    for ins in dockerfile(path):
+        if ins.keyword in ("COPY", "ADD"):
+            flags, sources, _ = copy_args(ins)
+            if not any(f.startswith("--from") for f in flags):
+                out |= {s.rstrip("/") for s in sources}
+    return out
+
+
 # -- compose ---------------------------------------------------------------------------------------
 def test_compose_has_the_core_services():
     assert {"db", "migrate"} <= set(services())
@@ -311,6 +330,48 @@ def test_postgrest_serves_api_as_the_gateway_does():
     assert pgrst["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "WAYBILL_AUTHENTICATOR_PASSWORD" in svcs["migrate"]["environment"]
     assert "gateway" not in svcs
+
+
+def test_dispatcher_runs_from_the_migrate_image_as_the_role_migrate_gives_a_password():
+    """`waybill dispatcher` logs in as `dispatcher` with the password `waybill migrate` set, once migrate is
+    done; its status port listens beyond the container's loopback and is published on the host's only."""
+    from dispatcher.config import DispatcherSettings
+
+    svcs = services()
+    disp, migrate = svcs["dispatcher"], svcs["migrate"]
+    assert disp["build"] == migrate["build"], "the dispatcher runs from the waybill package image"
+    _, _, image = next(b for b in built_services() if b[0] == "dispatcher")
+    assert "dispatcher" in copied_sources(image), f"{image} does not copy dispatcher/"
+    assert disp["command"] == ["waybill", "dispatcher"]
+    assert disp["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert disp["restart"] == "unless-stopped"
+
+    def default(name: str) -> object:
+        return DispatcherSettings.model_fields[name].default
+
+    raw = disp["environment"]
+    settings = {f"WAYBILL_{name.upper()}" for name in DispatcherSettings.model_fields}
+    assert set(raw) <= settings, f"not dispatcher settings: {sorted(set(raw) - settings)}"
+    assert "WAYBILL_DISPATCHER_NAME" not in raw, "replicas would share one name in leases and heartbeats"
+    # The password travels beside the URL (never inside it), from the variable migrate sets it from.
+    assert raw["WAYBILL_DISPATCHER_PASSWORD"] == migrate["environment"]["WAYBILL_DISPATCHER_PASSWORD"]
+    assert re.fullmatch(r"\$\{DISPATCHER_PASSWORD:\?[^}]+\}", raw["WAYBILL_DISPATCHER_PASSWORD"])
+    env = {k: interpolate(str(v), env_example()) for k, v in raw.items()}
+    assert env["WAYBILL_DISPATCHER_DATABASE_URL"] == "postgresql://dispatcher@db:5432/waybill"
+
+    assert env["WAYBILL_DISPATCHER_STATUS_HOST"] == "0.0.0.0"
+    port = env.get("WAYBILL_DISPATCHER_STATUS_PORT", str(default("dispatcher_status_port")))
+    published = [(ip, host) for service, ip, host in published_ports() if service == "dispatcher"]
+    assert published == [("127.0.0.1", env_example()["WAYBILL_DISPATCHER_STATUS_PORT"])], published
+    assert all(str(p).endswith(f":{port}") for p in disp["ports"]), disp["ports"]
+    assert "/healthz" in (ROOT / "dispatcher" / "metrics.py").read_text()
+    assert f"http://127.0.0.1:{port}/healthz" in " ".join(disp["healthcheck"]["test"])
+
+    # SIGTERM: in-flight POSTs get the HTTP timeout + 1 s (dispatcher/daemon.py), then the release of the
+    # rest and a last heartbeat may each wait the pool timeout for a connection.
+    http_timeout = float(env.get("WAYBILL_DISPATCHER_HTTP_TIMEOUT", default("dispatcher_http_timeout")))
+    pool_timeout = float(env.get("WAYBILL_DISPATCHER_POOL_TIMEOUT", default("dispatcher_pool_timeout")))
+    assert seconds(disp["stop_grace_period"]) > http_timeout + 1 + 2 * pool_timeout
 
 
 def test_docs_the_readme_and_stack_files_cite_are_in_the_repository():
