@@ -6,9 +6,13 @@ files the way `docker compose` and `docker build` would and check what would bre
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shlex
+import subprocess
+import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,6 +173,44 @@ def copied_sources(path: Path) -> set[str]:
     return out
 
 
+def repo_packages() -> set[str]:
+    """The top-level packages `pip install .` finds in the repository (pyproject's packages.find)."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    return {
+        d.name
+        for d in ROOT.iterdir()
+        if (d / "__init__.py").is_file() and any(fnmatch.fnmatch(d.name, pattern) for pattern in include)
+    }
+
+
+# Imports every module of the packages in argv[1] while those in argv[2] cannot be found; prints the
+# failures. `__main__` modules are left out: importing one runs the command.
+IMPORT_EVERY_MODULE = """
+import importlib, importlib.abc, pkgutil, sys
+
+present, absent = sys.argv[1].split(","), set(sys.argv[2].split(",")) - {""}
+
+
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in absent:
+            raise ImportError(f"no module named {name!r} in the image")
+
+
+sys.meta_path.insert(0, Absent())
+failed = []
+for package in present:
+    for info in pkgutil.walk_packages(importlib.import_module(package).__path__, package + "."):
+        if not info.name.endswith(".__main__"):
+            try:
+                importlib.import_module(info.name)
+            except ImportError as exc:
+                failed.append(f"{info.name}: {exc}")
+print("\\n".join(failed))
+"""
+
+
 # -- compose ---------------------------------------------------------------------------------------
 def test_compose_has_the_core_services():
     assert {"db", "migrate"} <= set(services())
@@ -206,6 +248,33 @@ def test_every_copied_file_exists_and_reaches_the_build(service):
                 assert any(src == a or src.startswith(a + "/") for a in allowed), (
                     f"{ignore.name} excludes {src}, which {path} copies"
                 )
+
+
+def test_an_image_copies_every_package_its_packages_import():
+    """`pip install .` in an image installs only the packages its Dockerfile copied; a module of one that
+    imports a package left out fails at run time (waybill metrics-cache needs gateway/ for
+    waybill/errors.py). Checked from the checkout, with the left-out packages made unfindable."""
+    packages = repo_packages()
+    assert {"waybill", "dispatcher"} <= packages, packages
+    for path in sorted({path for _, _, path in built_services()}):
+        present = packages & copied_sources(path)
+        if not present:
+            continue  # installs nothing of ours (the postgres image)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                IMPORT_EVERY_MODULE,
+                ",".join(sorted(present)),
+                ",".join(packages - present),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert not proc.stdout.strip(), f"{path.relative_to(ROOT)} copies too little:\n{proc.stdout}"
 
 
 def test_every_variable_is_defined_in_env_example():
