@@ -13,6 +13,8 @@
 --   -- params: <select>      one row whose columns are $1, $2 … (picked from the seeded data)
 --   -- as-agent: <select>    run as PostgREST runs an agent's request: role agent, JWT sub = this id,
 --                            so the row-level security policies are part of the plan
+--   -- plan: generic         its function runs it with plan_cache_mode = force_generic_plan (0027):
+--                            only the generic plan is checked (the custom one is shown)
 -- =================================================================================================
 
 -- name: wallet_balance
@@ -322,6 +324,7 @@ select z.zip_code, sum(z.delivered), sum(z.on_time)
 -- serves: geographic_coverage?page=n: one page in the answer's order, uncovered zip codes first (0016;
 -- the page size a parameter too since 0027: the function runs its generic plan, planned once)
 -- expect: geographic_coverage_uncovered_demand_zip_code_idx
+-- plan: generic
 -- params: select 20, 20
 select g.zip_code, g.uncovered, g.active_agents, g.demand, g.delivered, g.on_time, g.open_offers, g.oldest_offer_at
   from metrics.geographic_coverage g
@@ -332,6 +335,7 @@ select g.zip_code, g.uncovered, g.active_agents, g.demand, g.delivered, g.on_tim
 -- serves: agent_activity?before=<cursor>: the next page of an agent's history after a cursor (0027:
 -- one statement for every page, planned once per session: offset and page size are parameters)
 -- expect: assignment_status_history_agent_id_created_at_idx
+-- plan: generic
 -- params: select p.agent_id, p.t_to - interval '30 days', 2147483647, 0, 20 from explain_params p where p.k = 'busiest_agent'
 select h.id, h.assignment_id, h.order_id, h.from_status, h.to_status, h.created_at
   from core.assignment_status_history h
@@ -343,7 +347,8 @@ select h.id, h.assignment_id, h.order_id, h.from_status, h.to_status, h.created_
 -- serves: agent_activity?page=n: the same statement without a cursor (one past the newest row) at an
 -- offset (0027)
 -- expect: assignment_status_history_agent_id_created_at_idx
--- params: select p.agent_id, 'infinity'::timestamptz, 9223372036854775807, 100, 20 from explain_params p where p.k = 'busiest_agent'
+-- plan: generic
+-- params: select p.agent_id, 'infinity', 9223372036854775807, 100, 20 from explain_params p where p.k = 'busiest_agent'
 select h.id, h.assignment_id, h.order_id, h.from_status, h.to_status, h.created_at
   from core.assignment_status_history h
  where h.agent_id = $1 and (h.created_at, h.id) < ($2, $3)

@@ -202,6 +202,12 @@ grant execute on function metrics.leaderboard_page(date, date, text, integer, te
 -- -------------------------------------------------------------------------------------------------
 -- GET /rpc/agent_leaderboard?from&to&zip_code&sort_by&sort_order&page&page_size&min_deliveries
 -- -------------------------------------------------------------------------------------------------
+-- A correction to the text below, which migrations fix (0026): the default request's rank
+-- statements, on a miss, are not "planned once per session". Their limit is a parameter, so their
+-- generic plan looks dearer than a custom one and PL/pgSQL plans them on every miss (~0.05 ms;
+-- pg_stat_statements with track_planning, 2026-12-01). A miss comes once per key and TTL while the
+-- cache worker runs; the reads of the cache keep their generic plans (docs/metrics.md "Planned once
+-- per session").
 
 create function api.agent_leaderboard(
     "from" text default null, "to" text default null, zip_code text default null,
