@@ -43,7 +43,7 @@ def pct(xs: list[float], p: float) -> float:
 
 def http_reads(url: str, busiest: int, runs: int) -> dict[str, list[float]]:
     """The three reads over HTTP through gateway/ (admin token), sequential, interleaved."""
-    from bench.http import RawHttp
+    from bench.http_clients import RawHttp
     from bench.metrics import gateway, header_block
     from waybill.auth import mint
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench import http
+from bench import http, http_plans, http_report
 from waybill import testing
 from waybill.cluster import Cluster
 from waybill.seed import seed
@@ -40,9 +40,9 @@ def test_http_bench_completes_every_cell_without_errors(bench_db: tuple[str, str
         log=lambda _msg: None,
     )
 
-    text = http.format_text(results)
+    text = http_report.format_text(results)
     cells = {(c["scenario"], c["target"], c["clients"]): c for c in results["cells"]}
-    expected = {(s, t, n) for s in http.SCENARIOS for t in ("gateway", "direct") for n in (1, 2)}
+    expected = {(s, t, n) for s in http_plans.SCENARIOS for t in ("gateway", "direct") for n in (1, 2)}
     expected |= {("noop", "noop", n) for n in (1, 2)}
     assert set(cells) == expected
     for key, cell in cells.items():
@@ -55,4 +55,4 @@ def test_http_bench_completes_every_cell_without_errors(bench_db: tuple[str, str
     assert "pgrst_source" in results["direct"]["assignments"]["statement"]
     assert results["statements_per_request"]["health"]["top_level_per_request"] >= 4
     assert "gateway overhead" in text and "no error and no non-2xx" in text
-    assert http.format_markdown(results).startswith("| scenario |")
+    assert http_report.format_markdown(results).startswith("| scenario |")
