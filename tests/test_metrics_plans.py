@@ -41,11 +41,15 @@ def _requests(conn: psycopg.Connection) -> list[tuple[str, dict]]:
         cursors.append((agent, page["nextCursor"]))
     assert len(agents) == 5 and len(zips) >= 2 and all(c for _, c in cursors)
     shapes = itertools.cycle(
-        [
-            ("agent_activity", {"agent_id": str(a), "before": c, "page_size": "3"}) for a, c in cursors
+        [("agent_activity", {"agent_id": str(a), "before": c, "page_size": "3"}) for a, c in cursors]
+        + [
+            ("agent_activity", {"agent_id": str(a), "page": str(p)})
+            for a, p in zip(agents, (1, 2, 5), strict=False)
         ]
-        + [("agent_activity", {"agent_id": str(a), "page": str(p)}) for a, p in zip(agents, (1, 2, 5), strict=False)]
-        + [("geographic_coverage", {"page": str(p), "page_size": str(s)}) for p, s in ((1, 20), (2, 2), (3, 1))]
+        + [
+            ("geographic_coverage", {"page": str(p), "page_size": str(s)})
+            for p, s in ((1, 20), (2, 2), (3, 1))
+        ]
         + [("geographic_coverage", {"zip_code": z}) for z in zips[:3]]
         + [("agent_metrics", {"agent_id": str(a)}) for a in agents]
     )
