@@ -501,7 +501,8 @@ def trigger_lifecycle(url: str, levels: list[int], slices: int, seconds: float) 
     disabled, in `slices` interleaved slices of `seconds` each per mode at each client count (the
     order of the two modes alternating slice by slice). Backend CPU and throughput per transition,
     every lifecycle transition counted (not only the assignments')."""
-    from bench.lifecycle import build_world, run_slice, summarise
+    from bench.lifecycle_slices import run_slice, summarise
+    from bench.lifecycle_world import build_world
 
     def enable(on: bool) -> None:
         with psycopg.connect(url, autocommit=True) as conn:

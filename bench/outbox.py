@@ -44,7 +44,9 @@ from typing import Any
 import psycopg
 
 from bench.common import RESULTS_DIR, before_after_databases
-from bench.lifecycle import build_world, check_lifecycle, run_slice, summarise
+from bench.lifecycle_checks import check_lifecycle
+from bench.lifecycle_slices import run_slice, summarise
+from bench.lifecycle_world import build_world
 
 MODES = ("off", "on", "on_armed", "notify_every")
 EMIT_TRIGGERS = [

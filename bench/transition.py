@@ -33,10 +33,13 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from bench import lifecycle, toggles
+from bench import toggles
 from bench.common import before_after_databases, log, save
+from bench.lifecycle_clients import BASELINE_DDL, INSERT, LOOKUP, SQL, TRANSITIONS
+from bench.lifecycle_pgbench import PGBENCH_DEFAULT, pgbench_runs, run_pgbench
+from bench.lifecycle_world import build_world
 
-STEPS = (*lifecycle.TRANSITIONS, lifecycle.INSERT)
+STEPS = (*TRANSITIONS, INSERT)
 
 
 def _cpu_ns(pid: int) -> int:
@@ -49,8 +52,8 @@ class Session:
 
     def __init__(self, url: str, seed: int) -> None:
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(lifecycle.BASELINE_DDL)
-        self.world = lifecycle.build_world(url)
+            conn.execute(BASELINE_DDL)
+        self.world = build_world(url)
         self.conn = psycopg.connect(url, autocommit=True)
         self.pid = self.conn.info.backend_pid
         self.rng = random.Random(seed)
@@ -60,7 +63,7 @@ class Session:
 
     def _step(self, kind: str, params: Sequence[object], count: bool) -> tuple | None:
         t0 = _cpu_ns(self.pid)
-        cur = self.conn.execute(lifecycle.SQL[kind], params)
+        cur = self.conn.execute(SQL[kind], params)
         row = cur.fetchone() if cur.description else None
         if count:
             self.ns[kind] += _cpu_ns(self.pid) - t0
@@ -68,7 +71,7 @@ class Session:
         return row
 
     def _transitions(self) -> tuple[int, int]:
-        return sum(self.ns[k] for k in lifecycle.TRANSITIONS), sum(self.n[k] for k in lifecycle.TRANSITIONS)
+        return sum(self.ns[k] for k in TRANSITIONS), sum(self.n[k] for k in TRANSITIONS)
 
     def lifecycles(self, k: int, count: bool = True) -> None:
         w, rng = self.world, self.rng
@@ -79,24 +82,24 @@ class Session:
             (order_id,) = self._step(
                 "create", [rng.choice(w.customers), rng.choice(w.sellers), zip_code, 1000], count
             )
-            (payment_id,) = self.conn.execute(lifecycle.SQL[lifecycle.LOOKUP], [order_id]).fetchone()
+            (payment_id,) = self.conn.execute(SQL[LOOKUP], [order_id]).fetchone()
             self._step("capture", [payment_id, f"micro-{w.tag}-{order_id}"], count)
             self._step("confirm", [order_id], count)
             (assignment_id,) = self._step("offer", [order_id], count)
             self._step("accept", [assignment_id, agent], count)
             for kind in ("pick_up", "in_transit", "deliver"):
                 self._step(kind, [assignment_id, agent], count)
-            self._step(lifecycle.INSERT, ["x" * 64], count)
+            self._step(INSERT, ["x" * 64], count)
         ns1, n1 = self._transitions()
         if count and n1 > n0:
             self.rounds.append((ns1 - ns0) / (n1 - n0) / 1000)
 
     def figures(self) -> dict:
         per = {k: round(self.ns[k] / self.n[k] / 1000, 1) for k in STEPS if self.n[k]}
-        transitions = sum(self.ns[k] for k in lifecycle.TRANSITIONS)
-        count = sum(self.n[k] for k in lifecycle.TRANSITIONS)
+        transitions = sum(self.ns[k] for k in TRANSITIONS)
+        count = sum(self.n[k] for k in TRANSITIONS)
         per["per_transition"] = round(transitions / count / 1000, 1)
-        per["ratio_to_insert"] = round(per["per_transition"] / per[lifecycle.INSERT], 2)
+        per["ratio_to_insert"] = round(per["per_transition"] / per[INSERT], 2)
         return per
 
 
@@ -135,12 +138,10 @@ def _pgbench_url(url: str) -> str:
 def _pgbench(url: str, clients: int, seconds: float, first: bool) -> float | None:
     """pgbench tpcb-like (scale = clients) for `seconds`: its tps, the yardstick of issue 12 §1."""
     if first:
-        res = lifecycle.run_pgbench(url, [clients], seconds, "tpcb-like", clients, lifecycle.PGBENCH_DEFAULT)
+        res = run_pgbench(url, [clients], seconds, "tpcb-like", clients, PGBENCH_DEFAULT)
         runs = res.get("runs", [{}])
     else:
-        runs = lifecycle._pgbench_runs(
-            lifecycle.PGBENCH_DEFAULT, url, [clients], seconds, ["-b", "tpcb-like"]
-        )
+        runs = pgbench_runs(PGBENCH_DEFAULT, url, [clients], seconds, ["-b", "tpcb-like"])
     return runs[0].get("tps")
 
 
@@ -158,7 +159,7 @@ def lifecycle_ab(urls: dict[str, str], clients: int, seconds: float, reps: int, 
                 tps, cpu, base, load = toggles._run(urls[name], clients, seconds, path)
                 full = json.loads(path.read_text())
                 life = full["levels"][0]["lifecycle"]
-                p99 = {k: life["latency_ms"][k]["p99"] for k in lifecycle.TRANSITIONS}
+                p99 = {k: life["latency_ms"][k]["p99"] for k in TRANSITIONS}
                 worst = max(p99, key=lambda k: p99[k] or 0)
                 runs[name].append(
                     {"transitions_per_s": tps, "backend_us_per_transition": cpu, "us_per_bare_insert": base,

@@ -4,7 +4,7 @@ balanced) and still prints its tables."""
 
 from __future__ import annotations
 
-from bench import lifecycle
+from bench import lifecycle, lifecycle_report
 
 
 def test_lifecycle_bench_completes_and_checks_itself(db_url: str) -> None:
@@ -18,7 +18,7 @@ def test_lifecycle_bench_completes_and_checks_itself(db_url: str) -> None:
         log=lambda _msg: None,
     )
 
-    assert results["ok"], lifecycle.format_text(results)
+    assert results["ok"], lifecycle_report.format_text(results)
     assert [lvl["clients"] for lvl in results["levels"]] == [1, 2]
     for lvl in results["levels"]:
         life, base, checks = lvl["lifecycle"], lvl["baseline"], lvl["checks"]
@@ -31,6 +31,6 @@ def test_lifecycle_bench_completes_and_checks_itself(db_url: str) -> None:
         assert all(c["ok"] for c in checks.values()), checks
         assert lvl["ratio_transitions_to_inserts"] is not None
 
-    text = lifecycle.format_text(results)
+    text = lifecycle_report.format_text(results)
     assert "transitions/s" in text and "all checks passed" in text
-    assert lifecycle.format_markdown(results).startswith("| clients |")
+    assert lifecycle_report.format_markdown(results).startswith("| clients |")
