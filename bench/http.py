@@ -67,7 +67,6 @@ from bench.common import ppid as _ppid
 from bench.common import save as _save
 from bench.common import server_info as _server_info
 from bench.http_cell import Cell, cpu_marks
-from bench.http_clients import RawHttp as RawHttp  # re-exported: bench/metrics.py imports it from here
 from bench.http_plans import SCENARIOS, Plan, build_plans, check_body
 from bench.http_report import format_markdown, format_text
 from bench.http_workers import Workers, WorkerSlice, WorkerSpec

@@ -13,7 +13,7 @@
 4. The rollup triggers' extra backend CPU per transition: --transitions accept/pick-up/transit/deliver
    steps on one connection with the _500_metrics_rollup* triggers enabled and disabled, alternating
    batches, CPU of the server backend from /proc.
-5. The same in the lifecycle bench (where issue 11 §6 asks for it): bench/lifecycle.py's clients at
+5. The same in the lifecycle bench (where issue 11 §6 asks for it): bench/lifecycle_clients.py's clients at
    --lifecycle-clients, triggers enabled and disabled in interleaved slices, every transition of
    the lifecycle counted.
 
@@ -43,7 +43,7 @@ from pathlib import Path
 import psycopg
 
 from bench.common import HOST, gateway
-from bench.http import RawHttp
+from bench.http_clients import RawHttp
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -496,7 +496,7 @@ def trigger_ab(url: str, migration: str, runs: int, transitions: int, batches: i
 
 def trigger_lifecycle(url: str, levels: list[int], slices: int, seconds: float) -> dict:
     """The rollup triggers' cost where issue 11 §6 asks for it, in the lifecycle bench: its clients
-    (bench/lifecycle.py: orders, payments and assignments of a small world of agents and zip codes
+    (bench/lifecycle_clients.py: orders, payments and assignments of a small world of agents and zip codes
     added to this database, each transition its own transaction) run with the triggers enabled and
     disabled, in `slices` interleaved slices of `seconds` each per mode at each client count (the
     order of the two modes alternating slice by slice). Backend CPU and throughput per transition,

@@ -1,6 +1,6 @@
 """Outbox overhead: lifecycle throughput with the webhook outbox on vs off, and the NOTIFY designs.
 
-The lifecycle clients of bench/lifecycle.py (each transition its own transaction) run, interleaved in
+The lifecycle clients of bench/lifecycle_clients.py (each transition its own transaction) run, interleaved in
 slices at each client count, in these modes:
 
     off           webhook emission triggers disabled (the business transaction alone)
