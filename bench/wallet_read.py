@@ -43,8 +43,9 @@ def pct(xs: list[float], p: float) -> float:
 
 def http_reads(url: str, busiest: int, runs: int) -> dict[str, list[float]]:
     """The three reads over HTTP through gateway/ (admin token), sequential, interleaved."""
+    from bench.common import gateway
     from bench.http_clients import RawHttp
-    from bench.metrics import gateway, header_block
+    from bench.metrics_http import header_block
     from waybill.auth import mint
 
     parts = urlsplit(url)

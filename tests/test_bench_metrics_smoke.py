@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from bench import metrics
+from bench import metrics_data, metrics_http, metrics_report, metrics_triggers
 from waybill import testing
 from waybill.cluster import Cluster
 from waybill.seed import seed
@@ -32,11 +32,11 @@ def bench_db(cluster: Cluster) -> Iterator[str]:
 def test_metrics_bench_completes(cluster: Cluster, bench_db: str) -> None:
     url = cluster.url(bench_db)
     args = argparse.Namespace(requests=10, clients=2, seconds=0.3, rounds=1)
-    res = {"args": {"clients": 2}, "sizes": metrics.sizes(url)}
-    res["refresh"] = metrics.refresh_times(url, 1)
-    res["http"] = metrics.http_bench(cluster, bench_db, args)
-    res["triggers"] = metrics.trigger_cpu(url, 16, 1)
-    res["triggers_lifecycle"] = metrics.trigger_lifecycle(url, [1, 2], 2, 0.3)
+    res = {"args": {"clients": 2}, "sizes": metrics_data.sizes(url)}
+    res["refresh"] = metrics_data.refresh_times(url, 1)
+    res["http"] = metrics_http.http_bench(cluster, bench_db, args)
+    res["triggers"] = metrics_triggers.trigger_cpu(url, 16, 1)
+    res["triggers_lifecycle"] = metrics_triggers.trigger_lifecycle(url, [1, 2], 2, 0.3)
     assert set(res["http"]) >= {"health_db", "agent_metrics", "agent_leaderboard", "geographic_coverage",
                                 "sla_summary", "agent_activity"}  # fmt: skip
     assert all(r["rps"] > 0 and r["p50_ms"] > 0 for r in res["http"].values())
@@ -45,11 +45,11 @@ def test_metrics_bench_completes(cluster: Cluster, bench_db: str) -> None:
         assert lvl["with"]["per_s"] > 0 and lvl["without"]["per_s"] > 0, lvl
     with psycopg.connect(url) as conn:
         triggers = conn.execute(
-            "select tgenabled from pg_trigger where tgname in (%s, %s)", list(metrics.TRIGGERS)
+            "select tgenabled from pg_trigger where tgname in (%s, %s)", list(metrics_triggers.TRIGGERS)
         ).fetchall()
     triggers = [t for (t,) in triggers]
     assert triggers == ["O", "O"], "the lifecycle part leaves the rollup triggers enabled"
-    text = metrics.markdown(res)
+    text = metrics_report.markdown(res)
     assert (
         "| refresh | median ms |" in text and "Rollup triggers" in text and "lifecycle bench, clients" in text
     )
