@@ -1,6 +1,6 @@
 """The HTTP benchmark's client connections: one keep-alive HTTP connection (RawHttp, or HttpxHttp
 for --http-client httpx) and the direct target's call (direct_call). RawHttp also serves
-bench/metrics.py and bench/wallet_read.py.
+bench/metrics_http.py and bench/wallet_read.py.
 """
 
 from __future__ import annotations
