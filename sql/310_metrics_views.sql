@@ -455,6 +455,8 @@ select zips.zip_code, w.d_from, w.d_to,
   left join done using (zip_code)
   left join offers using (zip_code)
 with data;
+-- metrics.coverage_item (sql/840, 0027) takes this view's row type: recreating the view means
+-- dropping that function first.
 comment on materialized view metrics.geographic_coverage is 'Per zip code: active agents, demand, deliveries, on time, open offers (30-day window); refreshed every 15 minutes.';
 create unique index geographic_coverage_zip_code_key on metrics.geographic_coverage (zip_code);
 comment on index metrics.geographic_coverage_zip_code_key is 'One row per zip code: REFRESH CONCURRENTLY''s key; serves the zip_code filter.';

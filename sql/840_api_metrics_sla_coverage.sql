@@ -8,6 +8,8 @@
 -- GET /rpc/geographic_coverage?zip_code&page&page_size
 -- -------------------------------------------------------------------------------------------------
 
+-- It takes the view's row type (0027): a migration that recreates metrics.geographic_coverage drops
+-- this function first and creates it again after.
 create function metrics.coverage_item(p_row metrics.geographic_coverage, p_as_of timestamptz)
 returns json
 language sql
