@@ -35,3 +35,13 @@ def db_url(cluster: Cluster) -> Iterator[str]:
 def conn(db_url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(db_url, autocommit=True) as c:
         yield c
+
+
+@pytest.fixture
+def small_seeded(db_url: str) -> str:
+    """db_url seeded small (600 orders, 40 agents, 6 zip codes): the seed ends with the rollups'
+    rebuild and the views' refresh, so every metrics endpoint has data to answer from."""
+    from waybill import seed
+
+    seed.seed(db_url, orders=600, agents=40, zips=6)
+    return db_url

@@ -34,15 +34,6 @@ TODAY = dt.datetime.now(dt.UTC).date()
 WEEK = {"from": str(TODAY - dt.timedelta(days=9)), "to": str(TODAY - dt.timedelta(days=2))}
 
 
-@pytest.fixture
-def seeded(db_url: str) -> str:
-    """A small seeded data set (the seed ends with the rollups' rebuild and the views' refresh)."""
-    from waybill import seed
-
-    seed.seed(db_url, orders=600, agents=40, zips=6)
-    return db_url
-
-
 def _miss_key(
     conn: psycopg.Connection, fn: str = "agent_leaderboard", **args: str
 ) -> tuple[dict, str | None]:
@@ -74,8 +65,8 @@ def _entries(conn: psycopg.Connection) -> dict[str, tuple]:
     }
 
 
-def test_a_miss_sends_its_key_and_the_fill_serves_every_page(seeded: str) -> None:
-    with psycopg.connect(seeded, autocommit=True) as conn:
+def test_a_miss_sends_its_key_and_the_fill_serves_every_page(small_seeded: str) -> None:
+    with psycopg.connect(small_seeded, autocommit=True) as conn:
         live, key = _miss_key(
             conn, **WEEK, sort_by="on_time_rate", sort_order="asc", page_size="7", min_deliveries="1"
         )
@@ -117,8 +108,8 @@ def test_a_miss_sends_its_key_and_the_fill_serves_every_page(seeded: str) -> Non
         assert len({p["asOf"] for p in pages}) == 1, "every page is as of the one fill"
 
 
-def test_entries_expire_and_a_window_follows_its_view(seeded: str) -> None:
-    with psycopg.connect(seeded, autocommit=True) as conn:
+def test_entries_expire_and_a_window_follows_its_view(small_seeded: str) -> None:
+    with psycopg.connect(small_seeded, autocommit=True) as conn:
         _, week_key = _miss_key(conn, **WEEK)
         zip_code = one(conn, "select zip_code from metrics.zip_agents order by zip_code limit 1")[0]
         window, zip_key = _miss_key(conn, zip_code=zip_code)  # the 30-day window of one zip code
@@ -143,10 +134,10 @@ def test_entries_expire_and_a_window_follows_its_view(seeded: str) -> None:
         assert one(conn, source, [zip_key])[0] is True, "the new entry is ranked from the refreshed view"
 
 
-def test_an_sla_summary_is_the_views_answer_while_the_view_lasts(seeded: str) -> None:
+def test_an_sla_summary_is_the_views_answer_while_the_view_lasts(small_seeded: str) -> None:
     """An SLA summary of all zip codes or one depends on metrics.sla_summary alone: the cached answer
     is the same JSON, valid until the view refreshes. One agent's is live: never cached."""
-    with psycopg.connect(seeded, autocommit=True) as conn:
+    with psycopg.connect(small_seeded, autocommit=True) as conn:
         zip_code = one(conn, "select zip_code from metrics.zip_agents order by zip_code limit 1")[0]
         agent = one(conn, "select min(agent_id) from metrics.agent_daily")[0]
         assert _miss_key(conn, "sla_summary", agent_id=str(agent))[1] is None
@@ -221,8 +212,8 @@ def test_a_bad_key_is_refused_and_changes_nothing(conn: psycopg.Connection, key:
     assert _entries(conn) == {}
 
 
-def test_the_cache_keeps_at_most_max_bytes(seeded: str) -> None:
-    with psycopg.connect(seeded, autocommit=True) as conn:
+def test_the_cache_keeps_at_most_max_bytes(small_seeded: str) -> None:
+    with psycopg.connect(small_seeded, autocommit=True) as conn:
         keys = []
         for days in range(3, 9):  # six periods, each ranking every agent with a row in it
             args = {"from": str(TODAY - dt.timedelta(days=days)), "to": str(TODAY)}
@@ -270,7 +261,7 @@ def test_only_the_worker_fills_and_it_reads_nothing_else(cluster: Cluster, db_ur
                 worker.execute(f"select 1 from {table} limit 1")
 
 
-def test_fills_and_reads_race_without_loss_doubling_or_a_torn_page(seeded: str) -> None:
+def test_fills_and_reads_race_without_loss_doubling_or_a_torn_page(small_seeded: str) -> None:
     """8 connections at once, 200 rounds: 6 fill three keys (two per key), 2 read pages of those keys.
     Every round starts with every entry expired, so each round replaces each key's entry. After each
     round: one entry per key, its items exactly 1..total; exactly one fill per key won; every page
@@ -285,7 +276,7 @@ def test_fills_and_reads_race_without_loss_doubling_or_a_torn_page(seeded: str) 
             "min_deliveries": "1",
         },
     ]
-    with psycopg.connect(seeded, autocommit=True) as conn:
+    with psycopg.connect(small_seeded, autocommit=True) as conn:
         keys, expected = [], []
         for args in args_of:
             body, key = _miss_key(conn, page="2", page_size="5", **args)
@@ -305,9 +296,9 @@ def test_fills_and_reads_race_without_loss_doubling_or_a_torn_page(seeded: str) 
 
         return read
 
-    contenders = Contenders(seeded, 8)
+    contenders = Contenders(small_seeded, 8)
     try:
-        with psycopg.connect(seeded, autocommit=True) as conn:
+        with psycopg.connect(small_seeded, autocommit=True) as conn:
             for _ in range(ROUNDS):
                 conn.execute("update metrics.answer_cache set expires_at = now() - interval '1 second'")
                 outcomes_by_key: dict[str, list[bool]] = {k: [] for k in keys}
@@ -328,10 +319,12 @@ def test_fills_and_reads_race_without_loss_doubling_or_a_torn_page(seeded: str) 
         contenders.close()
 
 
-def test_the_worker_fills_misses_shrugs_off_bad_keys_and_stops_cleanly(cluster: Cluster, seeded: str) -> None:
+def test_the_worker_fills_misses_shrugs_off_bad_keys_and_stops_cleanly(
+    cluster: Cluster, small_seeded: str
+) -> None:
     """A garbage NOTIFY and a cancelled fill are logged and dropped (never retried in a loop); the
     next miss is filled; SIGTERM exits 0 and closes both connections."""
-    name = conninfo_to_dict(seeded)["dbname"]
+    name = conninfo_to_dict(small_seeded)["dbname"]
     env = dict(
         os.environ,
         WAYBILL_METRICS_CACHE_DATABASE_URL=cluster.url(name, user="metrics_cache"),
@@ -341,7 +334,7 @@ def test_the_worker_fills_misses_shrugs_off_bad_keys_and_stops_cleanly(cluster: 
         [sys.executable, "-m", "waybill", "metrics-cache"], env=env, stderr=subprocess.PIPE, text=True
     )
     try:
-        with psycopg.connect(seeded, autocommit=True) as conn:
+        with psycopg.connect(small_seeded, autocommit=True) as conn:
             listening = (
                 "select count(*) from pg_stat_activity where usename = 'metrics_cache' and datname = %s"
             )
@@ -349,7 +342,7 @@ def test_the_worker_fills_misses_shrugs_off_bad_keys_and_stops_cleanly(cluster: 
             channel = one(conn, "select metrics.answer_cache_channel()")[0]
             conn.execute("select pg_notify(%s, 'not a key')", [channel])  # anyone may NOTIFY
             # a fill cancelled while it waits for the fill lock (as statement_timeout would cancel it)
-            with psycopg.connect(seeded) as holder:
+            with psycopg.connect(small_seeded) as holder:
                 holder.execute(
                     "select pg_advisory_xact_lock(hashtextextended('metrics.fill_answer_cache', 0))"
                 )
@@ -374,7 +367,7 @@ def test_the_worker_fills_misses_shrugs_off_bad_keys_and_stops_cleanly(cluster: 
             assert health["items"] == live["total"] and health["bytes"] > 0, health
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=15) == 0
-        with psycopg.connect(seeded, autocommit=True) as conn:
+        with psycopg.connect(small_seeded, autocommit=True) as conn:
             health = lambda: one(conn, "select api.health_metrics()")[0]["answerCache"]  # noqa: E731
             wait_until(lambda: health()["workerConnections"] == 0, what="the worker's connections closed")
         events = [json.loads(line) for line in worker.stderr.read().splitlines() if line.startswith("{")]

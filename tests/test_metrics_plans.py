@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 
 import psycopg
-import pytest
 
 from tests import metrics_oracle as o
 
@@ -17,14 +16,6 @@ CALLS = 30
 # A statement planned per call shows one plan per call; a cached plan is planned again only when
 # invalidated (an autovacuum ANALYZE of a table it reads, say): once or twice in a run.
 MOST_REPLANS = 2
-
-
-@pytest.fixture
-def seeded(db_url: str) -> str:
-    from waybill import seed
-
-    seed.seed(db_url, orders=600, agents=40, zips=6)
-    return db_url
 
 
 def _requests(conn: psycopg.Connection) -> list[tuple[str, dict]]:
@@ -56,10 +47,10 @@ def _requests(conn: psycopg.Connection) -> list[tuple[str, dict]]:
     return [next(shapes) for _ in range(CALLS * 3)]
 
 
-def test_live_metrics_statements_are_planned_once_per_session(seeded: str) -> None:
+def test_live_metrics_statements_are_planned_once_per_session(small_seeded: str) -> None:
     """The same requests twice in one session: the first run plans (custom plans first, as
     PL/pgSQL does, then the generic one); the second must plan (almost) nothing."""
-    with psycopg.connect(seeded, autocommit=True) as conn:
+    with psycopg.connect(small_seeded, autocommit=True) as conn:
         requests = _requests(conn)
         conn.execute("set pg_stat_statements.track_planning = on")
         admin, db = conn.execute(
